@@ -1,0 +1,26 @@
+# Set-up and entry points. `make demo` and `make test` each do all set-up on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ferlab-installed
+
+.PHONY: setup demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch from this machine's disk; pinned so pip never resolves a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
+	$(BIN)/pip install -q -e '.[dev]' torch==2.13.0 torchvision==0.28.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/ferlab demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,63 @@
+"""Batch augmentation on tensors (vectorised: one affine warp for the whole batch).
+
+Training images are held as uint8 arrays at model resolution; each batch is augmented here on the
+device it trains on, so CPU training spends no time in per-image Python transforms.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "translate": 0.08,
+                   "brightness": 0.2, "contrast": 0.2, "erasing": 0.25}
+
+
+def _uniform(n, lo, hi, g, device):
+    return torch.rand(n, generator=g, device="cpu").to(device) * (hi - lo) + lo
+
+
+def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator) -> torch.Tensor:
+    """x: float (N, C, H, W) in [0, 1]. Returns an augmented copy; `g` makes it reproducible."""
+    cfg = {**DEFAULT_AUGMENT, **(cfg or {})}
+    n, dev = x.shape[0], x.device
+    if n == 0:
+        return x
+    rot = cfg.get("rotate") or 0.0
+    s_lo, s_hi = cfg.get("scale") or (1.0, 1.0)
+    tr = cfg.get("translate") or 0.0
+    if rot or s_lo != 1.0 or s_hi != 1.0 or tr or cfg.get("flip"):
+        ang = _uniform(n, -rot, rot, g, dev) * math.pi / 180
+        scale = _uniform(n, s_lo, s_hi, g, dev)
+        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0).to(dev) if cfg.get("flip") \
+            else torch.ones(n, device=dev)
+        tx, ty = _uniform(n, -tr, tr, g, dev) * 2, _uniform(n, -tr, tr, g, dev) * 2
+        cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
+                             torch.stack([sin * flip, cos, ty], 1)], 1).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    b, c = cfg.get("brightness") or 0.0, cfg.get("contrast") or 0.0
+    if b or c:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        cf = _uniform(n, 1 - c, 1 + c, g, dev).view(n, 1, 1, 1)
+        bf = _uniform(n, 1 - b, 1 + b, g, dev).view(n, 1, 1, 1)
+        x = ((x - mean) * cf + mean) * bf
+    p = cfg.get("erasing") or 0.0
+    if p:
+        h, w = x.shape[-2:]
+        area = _uniform(n, 0.02, 0.2, g, dev)
+        aspect = torch.exp(_uniform(n, math.log(0.3), math.log(3.3), g, dev))
+        eh = (torch.sqrt(area * aspect) * h).clamp(1, h)
+        ew = (torch.sqrt(area / aspect) * w).clamp(1, w)
+        y0 = _uniform(n, 0, 1, g, dev) * (h - eh)
+        x0 = _uniform(n, 0, 1, g, dev) * (w - ew)
+        ys = torch.arange(h, device=dev).view(1, h, 1)
+        xs = torch.arange(w, device=dev).view(1, 1, w)
+        box = (ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1)) & \
+              (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1))
+        apply = (torch.rand(n, generator=g) < p).to(dev).view(n, 1, 1)
+        noise = torch.rand(x.shape, generator=g).to(dev)
+        x = torch.where((box & apply).unsqueeze(1), noise, x)
+    return x.clamp(0, 1)

@@ -1,0 +1,110 @@
+"""From a data config to in-memory uint8 image arrays at model resolution, per split.
+
+Images are decoded and resized once and cached on disk (ferlab.cache), so training epochs touch
+no image files. Unreadable images are skipped and reported, never fatal for the rest.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .cache import cached_arrays
+from .datasets import DATASET_READERS, DatasetError, SampleList
+from .imageio import BadImageError, read_image
+from .labels import resolve_label_set
+
+
+def default_ferplus_root() -> Path:
+    env = os.environ.get("FERLAB_FERPLUS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *here.parents]:
+        cand = base.parent / "shared" / "data" / "ferplus"
+        if (cand / "FER2013Train").is_dir():
+            return cand
+    return Path("../shared/data/ferplus")
+
+
+def resize_face(img: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> uint8 (C, size, size)."""
+    if channels == 1 and img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if channels == 3 and img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[0] != size or img.shape[1] != size:
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    if img.ndim == 2:
+        img = img[None]
+    else:
+        img = img.transpose(2, 0, 1)
+    return np.ascontiguousarray(img)
+
+
+def load_images(samples: SampleList, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every image of `samples` at (channels, size, size). Returns (images, ok) where `ok`
+    marks the samples that decoded; bad ones are appended to samples.skipped."""
+    def compute():
+        imgs = np.zeros((len(samples), channels, size, size), np.uint8)
+        ok = np.zeros(len(samples), bool)
+        errors = []
+        for i, p in enumerate(samples.paths):
+            try:
+                imgs[i] = resize_face(read_image(p, "L" if channels == 1 else "RGB"), size, channels)
+                ok[i] = True
+            except BadImageError as e:
+                errors.append(str(e))
+        return {"images": imgs, "ok": ok, "errors": np.array(errors, dtype=str)}
+    out = cached_arrays(f"images-{size}-{channels}", samples.paths, compute)
+    for msg in out["errors"].tolist():
+        samples.skipped.append((msg.split(":")[0], msg))
+    return out["images"], out["ok"]
+
+
+def load_splits(data_cfg: dict) -> dict[str, SampleList]:
+    """Read a dataset's splits from a data config; make a stratified validation split from train
+    when the dataset has none (seeded; never the test split)."""
+    cfg = dict(data_cfg)
+    name = cfg.pop("dataset", "ferplus")
+    if name not in DATASET_READERS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_READERS))}")
+    root = cfg.pop("root", None) or (default_ferplus_root() if name == "ferplus" else None)
+    if root is None:
+        raise DatasetError(f"dataset {name!r} needs data.root")
+    if not Path(root).exists():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    labels = resolve_label_set(cfg.pop("labels", None))
+    splits = DATASET_READERS[name](root, label_set=labels, **cfg)
+    splits = {k: restrict_labels(v, labels) for k, v in splits.items()}
+    if "valid" not in splits and "train" in splits:
+        from .splits import stratified_holdout
+        tr, va = stratified_holdout(splits["train"], float(cfg.get("valid_fraction", 0.1)),
+                                    int(cfg.get("split_seed", 0)))
+        splits["train"], splits["valid"] = tr, va
+    return splits
+
+
+def restrict_labels(s: SampleList, labels: tuple[str, ...]) -> SampleList:
+    """Re-index a SampleList onto `labels`, dropping samples whose label is outside it."""
+    if tuple(s.label_set) == tuple(labels):
+        return s
+    keep_names = [n for n in s.label_set if n in labels]
+    col = [s.label_set.index(n) for n in labels if n in s.label_set]
+    pos = [labels.index(n) for n in labels if n in s.label_set]
+    hard = np.array([s.label_set[i] in labels for i in s.labels], bool) if len(s) else np.zeros(0, bool)
+    sub = s.subset(np.flatnonzero(hard))
+    tg = np.zeros((len(sub), len(labels)), np.float32)
+    tg[:, pos] = sub.targets[:, col]
+    tg /= np.clip(tg.sum(1, keepdims=True), 1e-8, None)
+    sub.targets = tg
+    sub.labels = np.array([labels.index(s.label_set[i]) for i in sub.labels], np.int64)
+    sub.label_set = tuple(labels)
+    dropped = int((~hard).sum())
+    if dropped:
+        sub.skipped.append((s.source, f"{dropped} samples with labels outside {labels} left out "
+                                      f"(kept classes: {keep_names})"))
+    return sub

@@ -1,0 +1,50 @@
+"""Evaluation of a saved model on a dataset split: metrics JSON, per-image predictions CSV,
+confusion matrix CSV + PNG. For FER+ test, accuracy is also given on the de-duplicated subset
+(test images with no pixel-identical copy in Train/Valid)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .data import load_images, load_splits, restrict_labels
+from .metrics import classification_metrics, write_confusion, write_json, write_predictions
+
+
+def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None, device=None) -> dict:
+    from .train import amp_dtype, predict_probs
+    device = device or torch.device("cpu")
+    model, meta = load_model(ckpt, device)
+    pre = meta["preprocess"]
+    labels = tuple(meta["labels"])
+    samples = restrict_labels(samples, labels)
+    if images_u8 is None or len(images_u8) != len(samples):
+        images_u8, ok = load_images(samples, pre["img_size"], pre["channels"])
+        keep = np.flatnonzero(ok)
+        samples, images_u8 = samples.subset(keep), images_u8[keep]
+    probs = predict_probs(model, images_u8, pre, device, 256, amp_dtype("auto", device))
+    y, pred = samples.labels, probs.argmax(1)
+    m = classification_metrics(y, pred, labels)
+    for flag, mask in samples.flags.items():
+        if mask.dtype == bool and mask.any():
+            sub = classification_metrics(y[~mask], pred[~mask], labels)
+            m[f"without_{flag}"] = {k: v for k, v in sub.items() if not isinstance(v, (dict, list))}
+            m[f"n_{flag}"] = int(mask.sum())
+    m["skipped"] = [list(s) for s in samples.skipped]
+    if out_prefix is not None:
+        out_prefix = Path(out_prefix)
+        out_prefix.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out_prefix.with_name(out_prefix.name + "_metrics.json"), m)
+        write_predictions(out_prefix.with_name(out_prefix.name + "_predictions.csv"),
+                          [p.name for p in samples.paths], y, probs, labels, samples.flags)
+        write_confusion(m["confusion_matrix"], labels, out_prefix.with_name(out_prefix.name + "_confusion"))
+    return m
+
+
+def evaluate(ckpt, data_cfg: dict, split: str = "test", out_prefix=None) -> dict:
+    splits = load_splits(data_cfg)
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in dataset (has {', '.join(splits)})")
+    return evaluate_checkpoint_on_split(ckpt, splits[split], None, out_prefix)

@@ -1,0 +1,100 @@
+"""Image reading that turns every kind of bad file into one clear `BadImageError`.
+
+Handles missing, empty, truncated and non-image files, 16-bit, CMYK, RGBA, LA and palette images,
+and decompression bombs (images over a pixel limit). Always returns 8-bit RGB (H, W, 3) or
+grayscale (H, W) numpy arrays.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Larger than any photo a FER user has (a 100 MP camera), small enough to refuse a bomb.
+MAX_PIXELS = int(os.environ.get("FERLAB_MAX_PIXELS", 120_000_000))
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+
+
+class BadImageError(ValueError):
+    """An input that cannot be used as an image; the message says why, for the user."""
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(((arr - lo) * scale).clip(0, 255).astype(np.uint8), mode="L")
+    return img
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """Read an image file as uint8 RGB (mode='RGB') or grayscale (mode='L')."""
+    p = Path(path)
+    if not p.exists():
+        raise BadImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise BadImageError(f"{p}: is a folder, not an image")
+    if p.stat().st_size == 0:
+        raise BadImageError(f"{p}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise BadImageError(f"{p}: {w}x{h} pixels is over the limit of {MAX_PIXELS} "
+                                        "(set FERLAB_MAX_PIXELS to raise it)")
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return to_array(img, mode)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(f"{p}: refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise BadImageError(f"{p}: not an image file (or a format PIL cannot read)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"{p}: truncated or corrupt image ({e})") from None
+
+
+def to_array(img: Image.Image, mode: str = "RGB") -> np.ndarray:
+    """Convert a PIL image of any mode (16-bit, CMYK, RGBA, LA, P) to uint8 RGB or L."""
+    img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    if mode == "L":
+        return np.asarray(img.convert("L"))
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+def as_rgb(image) -> np.ndarray:
+    """Accept a path, PIL image or numpy array (gray, RGB or RGBA) and return uint8 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, "RGB")
+    if isinstance(image, Image.Image):
+        return to_array(image, "RGB")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[:, :, :3])
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return np.ascontiguousarray(arr)
+    raise BadImageError(f"image array of shape {arr.shape} is not gray, RGB or RGBA")
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """All files under a folder that look like images by suffix, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

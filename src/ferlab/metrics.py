@@ -1,0 +1,74 @@
+"""The metrics the five papers report, from scikit-learn, plus report files."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
+                             precision_recall_fscore_support)
+
+
+def classification_metrics(y_true, y_pred, label_set: Sequence[str]) -> dict:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = list(range(len(label_set)))
+    present = sorted(set(y_true.tolist()))
+    out = {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0}
+    if not len(y_true):
+        return out
+    # mean class accuracy = mean recall over the classes present in y_true
+    out["mean_class_accuracy"] = float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else \
+        out["accuracy"]
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
+        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    out["per_class"] = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                               "support": int(s[i])} for i, name in enumerate(label_set)}
+    out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return out
+
+
+def write_confusion(cm, label_set, out_prefix: Path, title: str = "") -> None:
+    out_prefix = Path(out_prefix)
+    with open(out_prefix.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true \\ pred", *label_set])
+        for name, row in zip(label_set, cm):
+            w.writerow([name, *row])
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(label_set)), label_set, rotation=45, ha="right")
+    ax.set_yticks(range(len(label_set)), label_set)
+    for i in range(len(label_set)):
+        for j in range(len(label_set)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    fig.tight_layout()
+    fig.savefig(out_prefix.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+
+
+def write_predictions(path: Path, names, y_true, probs, label_set, flags: dict | None = None) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        extra = sorted(flags or {})
+        w.writerow(["image", "true", "pred", *extra, *[f"p_{n}" for n in label_set]])
+        for i, name in enumerate(names):
+            pred = int(np.argmax(probs[i]))
+            w.writerow([name, label_set[int(y_true[i])], label_set[pred], *[int(flags[k][i]) for k in extra],
+                        *[f"{p:.5f}" for p in probs[i]]])
+
+
+def write_json(path: Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,82 @@
+"""Load pretrained weights from a local file by key mapping, without unpickling arbitrary code.
+
+Accepts .safetensors, or .pth/.pt/.tar files read with torch.load(weights_only=True); unwraps the
+usual containers ('state_dict', 'model', 'net', 'module.' prefixes). Colour first-layer weights are
+averaged to 1 channel for gray models.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+
+class WeightsError(ValueError):
+    pass
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        sd = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+            raise WeightsError(f"{path}: cannot read as a weights-only checkpoint ({e})") from None
+    for key in ("state_dict", "model", "net", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{path}: not a state dict")
+    out = {}
+    for k, v in sd.items():
+        if not torch.is_tensor(v):
+            continue
+        for prefix in ("module.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def adapt_and_load(model: nn.Module, sd: dict[str, torch.Tensor], key_map: Callable[[str], str | None] = None,
+                   skip_prefixes=()) -> dict[str, list[str]]:
+    """Load `sd` into `model` after renaming keys with `key_map` (return None to drop a key).
+    Tensors whose shape differs are skipped, except 3->1 channel first convs, which are averaged.
+    Returns the loaded, missing and skipped key lists."""
+    own = model.state_dict()
+    loaded, skipped = [], []
+    new = {}
+    for k, v in sd.items():
+        k2 = key_map(k) if key_map else k
+        if k2 is None or any(k2.startswith(p) for p in skip_prefixes):
+            skipped.append(k)
+            continue
+        if k2 not in own:
+            skipped.append(k)
+            continue
+        tgt = own[k2]
+        if v.shape != tgt.shape:
+            if v.ndim == 4 and tgt.ndim == 4 and v.shape[1] == 3 and tgt.shape[1] == 1 \
+                    and v.shape[0] == tgt.shape[0] and v.shape[2:] == tgt.shape[2:]:
+                v = v.mean(1, keepdim=True)
+            else:
+                skipped.append(k)
+                continue
+        new[k2] = v.to(tgt.dtype)
+        loaded.append(k2)
+    if not loaded:
+        raise WeightsError("no tensor in the checkpoint matches this model's keys")
+    model.load_state_dict(new, strict=False)
+    missing = [k for k in own if k not in new]
+    return {"loaded": loaded, "missing": missing, "skipped": skipped}
+
+
+def load_pretrained_file(model: nn.Module, path, key_map=None, skip_prefixes=()) -> dict[str, list[str]]:
+    return adapt_and_load(model, read_state_dict(path), key_map, skip_prefixes)

@@ -1,0 +1,34 @@
+"""Splits: stratified hold-out, subject-independent k-fold (CK+, JAFFE), Monte-Carlo CV (paper 000)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit, train_test_split
+
+from .datasets.base import SampleList
+
+
+def stratified_holdout(s: SampleList, fraction: float, seed: int = 0) -> tuple[SampleList, SampleList]:
+    idx = np.arange(len(s))
+    counts = np.bincount(s.labels)
+    strat = s.labels if counts[counts > 0].min() >= 2 else None
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    return s.subset(np.sort(tr)), s.subset(np.sort(va))
+
+
+def subject_kfold(s: SampleList, k: int = 10, seed: int = 0):
+    """Yield (train, test) SampleLists with no subject in both (needs `groups`)."""
+    if s.groups is None:
+        raise ValueError(f"{s.source}: subject-independent folds need subject ids (groups)")
+    n_subjects = len(set(s.groups))
+    if n_subjects < k:
+        raise ValueError(f"{s.source}: {n_subjects} subjects cannot make {k} subject-independent folds")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for tr, te in cv.split(np.zeros(len(s)), s.labels, groups=s.groups):
+        yield s.subset(tr), s.subset(te)
+
+
+def monte_carlo_splits(s: SampleList, repeats: int = 5, test_fraction: float = 0.2, seed: int = 0):
+    """Repeated random stratified splits (Monte-Carlo cross-validation, as paper 000 reports)."""
+    cv = StratifiedShuffleSplit(n_splits=repeats, test_size=test_fraction, random_state=seed)
+    for tr, te in cv.split(np.zeros(len(s)), s.labels):
+        yield s.subset(tr), s.subset(te)

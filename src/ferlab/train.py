@@ -1,0 +1,280 @@
+"""Training: one loop for every registered model, from a config.
+
+- The best epoch is chosen on the validation split; the test split is evaluated once, at the end,
+  with the weights of that epoch.
+- A checkpoint is written every epoch (atomically); `resume=True` continues an interrupted run to
+  the same result: the data order, augmentation and dropout of epoch e depend only on (seed, e).
+- Mixed precision: bf16 autocast on CPUs that have it, fp16/bf16 on GPU (``train.amp``).
+- Multi-process data parallel through torch.distributed (launch with torchrun): gloo on CPU,
+  nccl on GPU; each rank trains on its shard of the epoch's permutation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .augment import augment_batch
+from .checkpoint import load_train_state, save_model, save_train_state
+from .data import load_images, load_splits
+from .metrics import classification_metrics, write_confusion, write_json, write_predictions
+from .models import create_model
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_distributed(device: torch.device):
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _dist_info()
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def amp_dtype(setting, device: torch.device):
+    if setting in (False, "off", "none", None, "fp32"):
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the hardware has it, else off on CPU / fp16 on older GPUs
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        return torch.bfloat16 if torch.backends.mkldnn.is_available() and \
+            torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
+    return (x_u8.float() / 255.0 - norm["mean"]) / norm["std"]
+
+
+def model_meta(cfg: dict, label_set, extra=None) -> dict:
+    d = cfg["data"]
+    meta = {"arch": cfg["model"]["name"], "labels": list(label_set),
+            "model_kwargs": {"in_chans": d["channels"], **cfg["model"].get("kwargs", {})},
+            "preprocess": {"img_size": d["img_size"], "channels": d["channels"], "mean": cfg["norm"]["mean"],
+                           "std": cfg["norm"]["std"], "framing": d.get("framing", "fer2013")},
+            "config": cfg}
+    meta.update(extra or {})
+    return meta
+
+
+def build_optimizer(cfg, model):
+    o = cfg["optim"]
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": o.get("weight_decay", 0.0)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    name = o.get("name", "sgd").lower()
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9), nesterov=o.get("nesterov", False))
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=o["lr"], betas=tuple(o.get("betas", (0.9, 0.999))))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o.get("betas", (0.9, 0.999))))
+    raise ValueError(f"unknown optimiser {name!r} (sgd, adam, adamw)")
+
+
+def build_scheduler(cfg, opt, steps_per_epoch):
+    s = cfg["schedule"]
+    epochs = int(s["epochs"])
+    name = s.get("name", "onecycle")
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["optim"]["lr"], epochs=epochs,
+                                                   steps_per_epoch=steps_per_epoch,
+                                                   pct_start=s.get("pct_start", 0.15))
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=s.get("step_epochs", 10) * steps_per_epoch,
+                                               gamma=s.get("gamma", 0.1))
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"unknown schedule {name!r} (onecycle, cosine, step, constant)")
+
+
+@torch.no_grad()
+def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = normalise(torch.from_numpy(images_u8[i:i + batch_size]).to(device), norm)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), 1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _epoch_order(n, seed, epoch, weights=None):
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    if weights is not None:
+        return torch.multinomial(torch.as_tensor(weights, dtype=torch.double), n, replacement=True, generator=g), g
+    return torch.randperm(n, generator=g), g
+
+
+def train(cfg: dict, resume: bool = False, log=print) -> dict:
+    """Run a training config. Returns the final report (valid + test metrics, paths)."""
+    device = pick_device()
+    rank, world = setup_distributed(device)
+    tcfg, dcfg = cfg["train"], cfg["data"]
+    if tcfg.get("threads"):
+        torch.set_num_threads(int(tcfg["threads"]))
+    out = Path(tcfg["out_dir"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    seed = int(tcfg.get("seed", 0))
+    torch.manual_seed(seed)
+
+    splits = load_splits({k: v for k, v in dcfg.items()
+                          if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")})
+    label_set = splits["train"].label_set
+    size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
+    arrays = {}
+    for name, s in splits.items():
+        imgs, ok = load_images(s, size, ch)
+        keep = np.flatnonzero(ok)
+        s2 = s.subset(keep)
+        splits[name], arrays[name] = s2, imgs[keep]
+    tr = splits["train"]
+    if dcfg.get("train_subset"):
+        k = int(dcfg["train_subset"])
+        idx = np.sort(np.random.RandomState(seed).permutation(len(tr))[:k])
+        tr, arrays["train"] = tr.subset(idx), arrays["train"][idx]
+        splits["train"] = tr
+    report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}
+    if rank == 0:
+        log(f"data: " + ", ".join(f"{n}={len(s)}" for n, s in splits.items()) + f"; labels={list(label_set)}")
+        for n, sk in report_skipped.items():
+            for item, why in sk:
+                log(f"  skipped ({n}): {item}: {why}")
+
+    model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
+                         **cfg["model"].get("kwargs", {})).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    ddp = world > 1
+    net = nn.parallel.DistributedDataParallel(model) if ddp else model
+    bs = int(tcfg["batch_size"])
+    n_train = len(tr)
+    per_rank = math.ceil(n_train / world)
+    steps = max(1, per_rank // bs)
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, steps)
+    amp = amp_dtype(tcfg.get("amp", "auto"), device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    mode = dcfg.get("label_mode", "majority")
+    weights = None
+    if dcfg.get("balanced_sampling"):
+        counts = np.bincount(tr.labels, minlength=len(label_set)).astype(float)
+        weights = 1.0 / counts[tr.labels]
+    targets_all = torch.from_numpy(tr.targets)
+    x_all = torch.from_numpy(arrays["train"])
+    norm = cfg["norm"]
+    epochs = int(cfg["schedule"]["epochs"])
+    start_epoch, best, history = 0, {"valid_accuracy": -1.0, "epoch": -1}, []
+    state_path = out / "last_state.pt"
+    if resume and state_path.is_file():
+        st = load_train_state(state_path)
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if "scaler" in st:
+            scaler.load_state_dict(st["scaler"])
+        start_epoch = int(st["epoch"]) + 1
+        best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
+        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+        if rank == 0:
+            log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} "
+                f"at epoch {best['epoch']})")
+    meta = model_meta(cfg, label_set)
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        net.train()
+        torch.manual_seed(seed * 100003 + epoch + 7)
+        order, g = _epoch_order(n_train, seed, epoch, weights)
+        if ddp:
+            order = torch.cat([order, order[: per_rank * world - n_train]])[rank::world]
+        total, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0 or not tcfg.get("progress", True),
+                   leave=False, mininterval=5)
+        for step in bar:
+            idx = order[step * bs:(step + 1) * bs]
+            x = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g)
+            x = ((x - norm["mean"]) / norm["std"]).contiguous(memory_format=torch.channels_last) \
+                if device.type == "cpu" else (x - norm["mean"]) / norm["std"]
+            tgt = targets_all[idx].to(device)
+            if mode == "probability":
+                tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), tgt, label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            total += len(idx)
+            correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / total:.3f}")
+        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp)
+        vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
+        rec = {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
+               "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
+               "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        history.append(rec)
+        if rank == 0:
+            improved = vm["accuracy"] > best["valid_accuracy"]
+            if improved:
+                best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
+                save_model(out / "best", model, {**meta, "epoch": epoch, "valid": {k: v for k, v in vm.items()
+                                                                                    if not isinstance(v, (dict, list))}})
+            save_model(out / "last", model, {**meta, "epoch": epoch})
+            save_train_state(state_path, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                          "scaler": scaler.state_dict(), "epoch": epoch,
+                                          "best_valid_accuracy": best["valid_accuracy"],
+                                          "best_epoch": best["epoch"]})
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            with open(out / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
+                f"valid_acc {vm['accuracy']:.4f} valid_mca {vm['mean_class_accuracy']:.4f} "
+                f"({rec['seconds']:.0f}s){' *' if improved else ''}")
+        if ddp:
+            dist.barrier()
+    result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+              "history": history}
+    if rank == 0 and "test" in splits and tcfg.get("evaluate_test", True):
+        from .evaluate import evaluate_checkpoint_on_split
+        result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"],
+                                                      out / "test", device=device)
+        log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
