@@ -78,13 +78,31 @@ def load_splits(data_cfg: dict) -> dict[str, SampleList]:
     if not Path(root).exists():
         raise DatasetError(f"dataset folder {root} does not exist")
     labels = resolve_label_set(cfg.pop("labels", None))
+    protocol = cfg.pop("protocol", "official")
+    fold, folds = int(cfg.pop("fold", 0)), int(cfg.pop("folds", 10))
+    split_seed = int(cfg.pop("split_seed", 0))
+    valid_fraction = float(cfg.pop("valid_fraction", 0.1))
+    test_fraction = float(cfg.pop("test_fraction", 0.2))
     splits = DATASET_READERS[name](root, label_set=labels, **cfg)
     splits = {k: restrict_labels(v, labels) for k, v in splits.items()}
+    if protocol != "official":
+        from .splits import merge, monte_carlo_splits, subject_kfold
+        everything = merge(list(splits.values()))
+        if protocol == "subject_kfold":
+            gen = subject_kfold(everything, folds, split_seed)
+        elif protocol == "monte_carlo":
+            gen = monte_carlo_splits(everything, folds, test_fraction, split_seed)
+        else:
+            raise DatasetError(f"unknown protocol {protocol!r} (official, subject_kfold, monte_carlo)")
+        if not 0 <= fold < folds:
+            raise DatasetError(f"fold {fold} is outside 0..{folds - 1}")
+        for i, (tr, te) in enumerate(gen):
+            if i == fold:
+                splits = {"train": tr, "test": te}
+                break
     if "valid" not in splits and "train" in splits:
         from .splits import stratified_holdout
-        tr, va = stratified_holdout(splits["train"], float(cfg.get("valid_fraction", 0.1)),
-                                    int(cfg.get("split_seed", 0)))
-        splits["train"], splits["valid"] = tr, va
+        splits["train"], splits["valid"] = stratified_holdout(splits["train"], valid_fraction, split_seed)
     return splits
 
 

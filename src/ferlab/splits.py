@@ -32,3 +32,19 @@ def monte_carlo_splits(s: SampleList, repeats: int = 5, test_fraction: float = 0
     cv = StratifiedShuffleSplit(n_splits=repeats, test_size=test_fraction, random_state=seed)
     for tr, te in cv.split(np.zeros(len(s)), s.labels):
         yield s.subset(tr), s.subset(te)
+
+
+def merge(parts: list[SampleList]) -> SampleList:
+    """Concatenate SampleLists that share a label set."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("nothing to merge")
+    ls = parts[0].label_set
+    if any(p.label_set != ls for p in parts):
+        raise ValueError("cannot merge SampleLists with different label sets")
+    groups = None
+    if all(p.groups is not None for p in parts):
+        groups = [g for p in parts for g in p.groups]
+    return SampleList(paths=[x for p in parts for x in p.paths], labels=np.concatenate([p.labels for p in parts]),
+                      label_set=ls, targets=np.concatenate([p.targets for p in parts]), groups=groups,
+                      skipped=[x for p in parts for x in p.skipped], source="+".join(p.source for p in parts))

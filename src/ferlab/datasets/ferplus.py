@@ -103,8 +103,8 @@ def read_ferplus(root, label_mode: str = "majority", splits=("train", "valid", "
                     skipped.append((str(folder / name), KNOWN_BAD[(split, name)]))
                     continue
                 try:
-                    votes = [float(x) for x in row[2:12]]
-                    if len(votes) != 10:
+                    votes = [float(x) for x in row[-10:]]
+                    if len(row) < 12:
                         raise ValueError
                 except ValueError:
                     skipped.append((str(folder / name), "label.csv row is not 10 vote counts"))
