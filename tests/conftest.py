@@ -30,7 +30,7 @@ def pattern_image(label_idx: int, seed: int, size: int = 48) -> np.ndarray:
     rng = np.random.RandomState(seed)
     img = rng.randint(0, 60, (size, size)).astype(np.uint8)
     step = size // 8
-    img[:, label_idx * step:(label_idx + 1) * step] = 230
+    img[label_idx * step:(label_idx + 1) * step, :] = 230  # a horizontal band: flip-invariant
     return img
 
 

@@ -15,7 +15,7 @@ class UserError(Exception):
 def cmd_train(a):
     from .config import load_config
     from .train import train
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_config(None if a.config == "-" else a.config, a.overrides)
     if a.out_dir:
         cfg["train"]["out_dir"] = a.out_dir
     r = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("config")
+    t.add_argument("config", help="YAML config, or - for the defaults (then only overrides)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--out-dir", default=None)

@@ -211,7 +211,15 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} "
                 f"at epoch {best['epoch']})")
     meta = model_meta(cfg, label_set)
+    stop_after = tcfg.get("stop_after_epochs")  # for tests and time-boxed runs: stop as if interrupted
     for epoch in range(start_epoch, epochs):
+        if stop_after is not None and epoch - start_epoch >= int(stop_after):
+            if rank == 0:
+                log(f"stopping after {stop_after} epochs as asked; continue with --resume")
+            if ddp:
+                dist.destroy_process_group()
+            return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+                    "history": history, "interrupted": True}
         t0 = time.time()
         net.train()
         torch.manual_seed(seed * 100003 + epoch + 7)

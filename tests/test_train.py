@@ -1,0 +1,82 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ferlab.config import ConfigError, load_config
+from ferlab.train import train
+
+
+def tiny_cfg(root, out, *extra):
+    return load_config(None, [f"data.dataset=folder", f"data.root={root}", "data.labels=[neutral,happiness,surprise]",
+                              "data.img_size=32", "data.channels=1", "model.name=resnet18",
+                              "optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0", "schedule.name=constant",
+                              "schedule.epochs=5", "train.batch_size=8", "train.threads=1",
+                              "train.progress=false", f"train.out_dir={out}", "augment.erasing=0", *extra])
+
+
+def test_train_selects_on_valid_and_evaluates_test_once(class_folder_dataset, tmp_path):
+    r = train(tiny_cfg(class_folder_dataset, tmp_path / "run"), log=lambda m: None)
+    out = tmp_path / "run"
+    for f in ("best.safetensors", "best.json", "last.safetensors", "last_state.pt", "log.jsonl", "history.json",
+              "test_metrics.json", "test_predictions.csv", "test_confusion.csv", "test_confusion.png"):
+        assert (out / f).is_file(), f
+    hist = r["history"]
+    assert len(hist) == 5
+    # the best epoch is the first epoch with the highest *validation* accuracy
+    valid = [h["valid_accuracy"] for h in hist]
+    assert r["best_epoch"] == int(np.argmax(valid))
+    meta = json.loads((out / "best.json").read_text())
+    assert meta["epoch"] == r["best_epoch"] and meta["labels"] == ["neutral", "happiness", "surprise"]
+    # the learnable toy task is learnt
+    assert r["test"]["accuracy"] >= 0.9
+    lines = (out / "test_predictions.csv").read_text().splitlines()
+    assert lines[0].startswith("image,true,pred") and len(lines) == 1 + 12
+
+
+def test_resume_reaches_the_same_result(class_folder_dataset, tmp_path):
+    straight = train(tiny_cfg(class_folder_dataset, tmp_path / "a"), log=lambda m: None)
+    part = train(tiny_cfg(class_folder_dataset, tmp_path / "b", "train.stop_after_epochs=2"), log=lambda m: None)
+    assert part.get("interrupted") and len(part["history"]) == 2
+    resumed = train(tiny_cfg(class_folder_dataset, tmp_path / "b"), resume=True, log=lambda m: None)
+    assert [h["valid_accuracy"] for h in resumed["history"]] == [h["valid_accuracy"] for h in straight["history"]]
+    wa, wb = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_balanced_sampling_and_probability_mode(class_folder_dataset, tmp_path):
+    r = train(tiny_cfg(class_folder_dataset, tmp_path / "c", "data.balanced_sampling=true", "schedule.epochs=1",
+                       "data.label_mode=probability"), log=lambda m: None)
+    assert r["best_epoch"] == 0
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["lr0.1"])
+
+
+def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train on their shards, rank 0 writes."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "ferlab.cli", "train", "-", f"data.dataset=folder", f"data.root={class_folder_dataset}",
+           "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "schedule.epochs=2",
+           "schedule.name=constant", "optim.name=adam", "optim.lr=0.002", "train.batch_size=8", "train.threads=1",
+           "train.progress=false", f"train.out_dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (out / "best.safetensors").is_file() and (out / "test_metrics.json").is_file()
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    assert p.stdout.count("epoch 1/2") == 1  # only rank 0 logs
