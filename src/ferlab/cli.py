@@ -155,6 +155,26 @@ def cmd_evaluate(a):
     return 0
 
 
+def cmd_export(a):
+    from pathlib import Path
+    from .checkpoint import load_model, save_model
+    model, meta = load_model(a.checkpoint)
+    out = Path(a.out)
+    meta = {**meta, "exported_from": str(a.checkpoint), "dtype": "float16" if a.half else "float32"}
+    meta.pop("config", None) if a.drop_config else None
+    save_model(out, model, meta, half=a.half)
+    print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
+    if a.onnx:
+        import torch
+        pre = meta["preprocess"]
+        x = torch.zeros(1, pre["channels"], pre["img_size"], pre["img_size"])
+        onnx_path = out.with_suffix(".onnx")
+        torch.onnx.export(model.float().eval(), (x,), str(onnx_path), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        print(f"wrote {onnx_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -188,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
     e.set_defaults(fn=cmd_evaluate)
+    x = sub.add_parser("export", help="write a checkpoint for shipping (fp16 safetensors) and/or ONNX")
+    x.add_argument("checkpoint")
+    x.add_argument("out", help="output path without suffix")
+    x.add_argument("--half", action="store_true", help="store weights as float16")
+    x.add_argument("--onnx", action="store_true", help="also write OUT.onnx (float32)")
+    x.add_argument("--drop-config", action="store_true", help="leave the training config out of the JSON")
+    x.set_defaults(fn=cmd_export)
     return p
 
 
