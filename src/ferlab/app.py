@@ -25,14 +25,15 @@ def default_model_path() -> Path:
 
 
 class FaceAnalyzer:
-    def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1):
+    def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
+                 min_score: float = FaceDetector.DEFAULT_MIN_SCORE):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         path = Path(model) if model else default_model_path()
         self.model, self.meta = load_model(path, self.device)
         self.model_path = path
         self.labels = list(self.meta["labels"])
         self.pre = self.meta["preprocess"]
-        self.detector = FaceDetector(detector, upsample=upsample)
+        self.detector = FaceDetector(detector, upsample=upsample, min_score=min_score)
         self.landmarker = DlibLandmarks()
 
     def _tensor(self, crops_u8: np.ndarray) -> torch.Tensor:

@@ -71,7 +71,7 @@ def cmd_predict(a):
         else:
             items.append((str(p), p))
     single = len(items) == 1
-    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score)
     results, skipped = [], []
     for name, src in items:
         try:
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
         q.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
         q.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling (finds smaller faces)")
+        q.add_argument("--min-score", type=float, default=0.25,
+                       help="dlib HOG detection margin to keep a face (0 = dlib's own cut, more false faces)")
         q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
@@ -232,6 +234,9 @@ def main(argv=None) -> int:
             UnknownLabelError, FileNotFoundError) as e:
         print(f"ferlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)
         return 130

@@ -61,13 +61,17 @@ class HaarDetector:
 class FaceDetector:
     """dlib HOG first; when it finds nothing (or dlib is unavailable), the Haar cascade."""
 
-    def __init__(self, method: str = "auto", upsample: int = 1):
+    # dlib's HOG margin for a detection; 0 is dlib's own cut. Weak candidates between 0 and 0.25 are
+    # mostly face-like patterns (a mission patch in the astronaut photo scores 0.12, her face 1.16).
+    DEFAULT_MIN_SCORE = 0.25
+
+    def __init__(self, method: str = "auto", upsample: int = 1, min_score: float = DEFAULT_MIN_SCORE):
         self.method = method
         self._hog = None
         self._haar = None
         if method in ("auto", "hog"):
             try:
-                self._hog = HogDetector(upsample=upsample)
+                self._hog = HogDetector(upsample=upsample, threshold=min_score)
             except ImportError:
                 if method == "hog":
                     raise
