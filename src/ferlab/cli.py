@@ -175,6 +175,22 @@ def cmd_export(a):
     return 0
 
 
+def cmd_landmarks(a):
+    import numpy as np
+    from .config import load_config
+    from .data import load_splits
+    from .faces import dataset_landmarks
+    data_cfg = load_config(None if a.config == "-" else a.config, a.overrides)["data"]
+    data_cfg = {k: v for k, v in data_cfg.items()
+                if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")}
+    for name, s in load_splits(data_cfg).items():
+        pts, ok = dataset_landmarks(s)
+        print(f"{name}: landmarks for {int(ok.sum())} of {len(s)} images cached "
+              f"(mean inter-ocular distance {np.linalg.norm(pts[ok, 36:42].mean(1) - pts[ok, 42:48].mean(1), axis=1).mean():.1f} px)"
+              if ok.any() else f"{name}: no landmarks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -210,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
     e.set_defaults(fn=cmd_evaluate)
+    lm = sub.add_parser("landmarks", help="compute and cache dlib 68-point landmarks for a dataset's images")
+    lm.add_argument("config", help="YAML config whose data section names the dataset, or -")
+    lm.add_argument("overrides", nargs="*")
+    lm.set_defaults(fn=cmd_landmarks)
     x = sub.add_parser("export", help="write a checkpoint for shipping (fp16 safetensors) and/or ONNX")
     x.add_argument("checkpoint")
     x.add_argument("out", help="output path without suffix")

@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from ferlab.checkpoint import load_model, save_model
+from ferlab.models import create_model
+
+
+def _meta():
+    return {"arch": "resnet18", "labels": ["neutral", "happiness", "surprise"], "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": 48, "channels": 1, "mean": 0.5, "std": 0.5, "framing": "fer2013"}}
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = create_model("resnet18", num_classes=3, in_chans=1).eval()
+    save_model(tmp_path / "m", m, _meta())
+    m2, meta = load_model(tmp_path / "m")
+    x = torch.randn(2, 1, 48, 48)
+    torch.testing.assert_close(m(x), m2(x))
+    assert meta["labels"] == ["neutral", "happiness", "surprise"]
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind by the atomic writes
+
+
+def test_export_half_and_onnx(tmp_path):
+    import onnxruntime as ort
+    torch.manual_seed(0)
+    m = create_model("resnet18", num_classes=3, in_chans=1).eval()
+    save_model(tmp_path / "m", m, _meta())
+    p = subprocess.run([sys.executable, "-m", "ferlab.cli", "export", str(tmp_path / "m.safetensors"),
+                        str(tmp_path / "out"), "--half", "--onnx"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["dtype"] == "float16"
+    assert (tmp_path / "out.safetensors").stat().st_size < (tmp_path / "m.safetensors").stat().st_size * 0.6
+    x = torch.randn(2, 1, 48, 48)
+    half, _ = load_model(tmp_path / "out")
+    torch.testing.assert_close(half(x), m(x), atol=2e-2, rtol=2e-2)
+    sess = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(onnx_out, half(x).detach().numpy(), atol=1e-3, rtol=1e-3)
