@@ -14,7 +14,7 @@ from .metrics import classification_metrics, write_confusion, write_json, write_
 
 
 def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None, device=None) -> dict:
-    from .train import amp_dtype, predict_probs
+    from .train import predict_probs
     device = device or torch.device("cpu")
     model, meta = load_model(ckpt, device)
     pre = meta["preprocess"]
@@ -24,7 +24,8 @@ def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None,
         images_u8, ok = load_images(samples, pre["img_size"], pre["channels"])
         keep = np.flatnonzero(ok)
         samples, images_u8 = samples.subset(keep), images_u8[keep]
-    probs = predict_probs(model, images_u8, pre, device, 256, amp_dtype("auto", device))
+    # reported numbers come from float32 inference, as users run the model (no autocast)
+    probs = predict_probs(model, images_u8, pre, device, 256, None)
     y, pred = samples.labels, probs.argmax(1)
     m = classification_metrics(y, pred, labels)
     for flag, mask in samples.flags.items():

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .augment import augment_batch
 from .checkpoint import load_train_state, save_model, save_train_state
 from .data import load_images, load_splits
-from .metrics import classification_metrics, write_confusion, write_json, write_predictions
+from .metrics import classification_metrics
 from .models import create_model
 
 
@@ -166,6 +166,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         splits["train"] = tr
     report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}
     if rank == 0:
+        (out / "data_report.json").write_text(json.dumps(
+            {n: {"source": s.source, "n": len(s), "class_counts": s.class_counts(),
+                 "skipped": [list(x) for x in s.skipped]} for n, s in splits.items()}, indent=1))
         log(f"data: " + ", ".join(f"{n}={len(s)}" for n, s in splits.items()) + f"; labels={list(label_set)}")
         for n, sk in report_skipped.items():
             for item, why in sk:
