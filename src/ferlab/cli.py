@@ -1,4 +1,5 @@
-"""The `ferlab` command line. Every user error ends in one clear message and a non-zero exit."""
+"""The `ferlab` command line. Every user error ends in one clear message and a non-zero exit
+(FERLAB_DEBUG=1 shows the traceback instead)."""
 from __future__ import annotations
 
 import argparse
@@ -250,17 +251,22 @@ def main(argv=None) -> int:
     from .models.weights import WeightsError
     try:
         return int(args.fn(args) or 0)
-    except (UserError, ConfigError, DatasetError, BadImageError, CheckpointError, WeightsError,
-            UnknownLabelError, FileNotFoundError) as e:
-        print(f"ferlab: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
+    except (UserError, ConfigError, DatasetError, BadImageError, CheckpointError, WeightsError,
+            UnknownLabelError, KeyError, ValueError) as e:
+        if os.environ.get("FERLAB_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"ferlab: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable output folder, disk full, ...
+        print(f"ferlab: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ferlab: interrupted", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())
