@@ -137,8 +137,6 @@ def cmd_evaluate(a):
     if a.config:
         base = load_config(a.config)
     data_cfg = apply_overrides(copy.deepcopy(base), a.overrides)["data"]
-    data_cfg = {k: v for k, v in data_cfg.items()
-                if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")}
     data_cfg["label_mode"] = "majority"
     out = Path(a.out) / a.split if a.out else None
     m = evaluate(a.checkpoint, data_cfg, a.split, out)
@@ -182,8 +180,6 @@ def cmd_landmarks(a):
     from .data import load_splits
     from .faces import dataset_landmarks
     data_cfg = load_config(None if a.config == "-" else a.config, a.overrides)["data"]
-    data_cfg = {k: v for k, v in data_cfg.items()
-                if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")}
     for name, s in load_splits(data_cfg).items():
         pts, ok = dataset_landmarks(s)
         print(f"{name}: landmarks for {int(ok.sum())} of {len(s)} images cached "

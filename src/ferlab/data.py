@@ -65,10 +65,14 @@ def load_images(samples: SampleList, size: int, channels: int) -> tuple[np.ndarr
     return out["images"], out["ok"]
 
 
+# data-config keys about how a model sees the images, not about reading the dataset
+MODEL_INPUT_KEYS = ("img_size", "channels", "train_subset", "balanced_sampling", "framing")
+
+
 def load_splits(data_cfg: dict) -> dict[str, SampleList]:
     """Read a dataset's splits from a data config; make a stratified validation split from train
     when the dataset has none (seeded; never the test split)."""
-    cfg = dict(data_cfg)
+    cfg = {k: v for k, v in data_cfg.items() if k not in MODEL_INPUT_KEYS}
     name = cfg.pop("dataset", "ferplus")
     if name not in DATASET_READERS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_READERS))}")

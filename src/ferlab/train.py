@@ -148,8 +148,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     seed = int(tcfg.get("seed", 0))
     torch.manual_seed(seed)
 
-    splits = load_splits({k: v for k, v in dcfg.items()
-                          if k not in ("img_size", "channels", "train_subset", "balanced_sampling", "framing")})
+    splits = load_splits(dcfg)
     label_set = splits["train"].label_set
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
     arrays = {}
