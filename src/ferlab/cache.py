@@ -69,7 +69,13 @@ def cached_arrays(key: str, files: Sequence[os.PathLike], compute: Callable[[], 
         except (OSError, ValueError):
             pass
     value = compute()
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **value)
-    os.replace(tmp, path)
+    # a unique temp name: several processes (DDP ranks) may fill the same entry at once
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **value)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return value

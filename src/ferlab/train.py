@@ -148,6 +148,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     seed = int(tcfg.get("seed", 0))
     torch.manual_seed(seed)
 
+    # under DDP rank 0 reads (and caches) the data first; the other ranks then read the cache
+    if world > 1 and rank != 0:
+        dist.barrier()
     splits = load_splits(dcfg)
     label_set = splits["train"].label_set
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
@@ -155,8 +158,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     for name, s in splits.items():
         imgs, ok = load_images(s, size, ch)
         keep = np.flatnonzero(ok)
-        s2 = s.subset(keep)
-        splits[name], arrays[name] = s2, imgs[keep]
+        splits[name], arrays[name] = s.subset(keep), imgs[keep]
+    if world > 1 and rank == 0:
+        dist.barrier()
     tr = splits["train"]
     if dcfg.get("train_subset"):
         k = int(dcfg["train_subset"])
