@@ -75,6 +75,11 @@ def main(ckpt):
     print(json.dumps({k: result[k] for k in ("test", "test_without_duplicates", "params", "flops",
                                              "cpu_latency_ms_per_face_model", "cpu_latency_ms_per_photo_pipeline")},
                      indent=1))
+    t, d = result["test"], result["test_without_duplicates"]
+    print("\nREADME row:")
+    print(f"| resnet18 (from scratch, 48x48 gray) | {t['accuracy']:.2%} | {d['accuracy']:.2%} | "
+          f"{t['mean_class_accuracy']:.2%} | {t['macro_f1']:.3f} | {result['params'] / 1e6:.1f} M | "
+          f"{result['flops'] / 1e9:.2f} G | {result['cpu_latency_ms_per_face_model']:.1f} |")
 
 
 if __name__ == "__main__":
