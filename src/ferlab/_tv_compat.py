@@ -22,8 +22,7 @@ def ensure_torchvision_importable() -> None:
     if _lib is not None or importlib.util.find_spec("torchvision") is None:
         return
     import torch
-    missing = [name for name in _SCHEMAS if not torch._C._dispatch_has_kernel(f"torchvision::{name}")
-               and not _op_exists(name)]
+    missing = [name for name in _SCHEMAS if not _op_exists(name)]
     if not missing or _extension_loads():
         return
     _lib = torch.library.Library("torchvision", "FRAGMENT")

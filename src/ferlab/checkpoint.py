@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -68,6 +67,3 @@ def save_train_state(path, state: dict) -> None:
 def load_train_state(path) -> dict:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
-
-def replace_file(src, dst) -> None:
-    os.replace(src, dst)
