@@ -18,12 +18,29 @@ def _uniform(n, lo, hi, g, device):
     return torch.rand(n, generator=g, device="cpu").to(device) * (hi - lo) + lo
 
 
-def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator) -> torch.Tensor:
-    """x: float (N, C, H, W) in [0, 1]. Returns an augmented copy; `g` makes it reproducible."""
+def _move_points(points: torch.Tensor, theta: torch.Tensor, flip: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Map (N, 68, 2) pixel points of the input through the warp that `theta` samples with
+    (theta maps output to input coordinates, so points move by its inverse); on flipped samples
+    the points are also relabelled (left eye <-> right eye, ...) so index i keeps its meaning."""
+    from .faces.landmarks import MIRROR_68
+    size = torch.tensor([w, h], dtype=theta.dtype, device=points.device)
+    u = (2 * points.to(theta.dtype) + 1) / size - 1                      # normalised, align_corners=False
+    a, t = theta[:, :, :2], theta[:, :, 2]
+    u_out = torch.linalg.solve(a, (u - t[:, None, :]).transpose(1, 2)).transpose(1, 2)
+    out = ((u_out + 1) * size - 1) / 2
+    if points.shape[1] == 68:
+        mirrored = out[:, MIRROR_68]
+        out = torch.where((flip < 0).view(-1, 1, 1), mirrored, out)
+    return out.to(points.dtype)
+
+
+def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator, points: torch.Tensor | None = None):
+    """x: float (N, C, H, W) in [0, 1]. Returns an augmented copy; `g` makes it reproducible.
+    With `points` ((N, 68, 2) landmarks in pixels of x) returns (x, points moved with the warp)."""
     cfg = {**DEFAULT_AUGMENT, **(cfg or {})}
     n, dev = x.shape[0], x.device
     if n == 0:
-        return x
+        return x if points is None else (x, points)
     rot = cfg.get("rotate") or 0.0
     s_lo, s_hi = cfg.get("scale") or (1.0, 1.0)
     tr = cfg.get("translate") or 0.0
@@ -38,6 +55,8 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator) -> torc
                              torch.stack([sin * flip, cos, ty], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if points is not None:
+            points = _move_points(points, theta, flip, x.shape[-2], x.shape[-1])
     b, c = cfg.get("brightness") or 0.0, cfg.get("contrast") or 0.0
     if b or c:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -60,4 +79,5 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator) -> torc
         apply = (torch.rand(n, generator=g) < p).to(dev).view(n, 1, 1)
         noise = torch.rand(x.shape, generator=g).to(dev)
         x = torch.where((box & apply).unsqueeze(1), noise, x)
-    return x.clamp(0, 1)
+    x = x.clamp(0, 1)
+    return x if points is None else (x, points)

