@@ -7,6 +7,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import ferlab.models  # noqa: E402,F401 - applies the torchvision shim before any test imports timm
+
 ROOT = Path(__file__).resolve().parents[1]
 FERPLUS = Path(os.environ.get("FERLAB_FERPLUS", ROOT.parent / "shared" / "data" / "ferplus"))
 needs_ferplus = pytest.mark.skipif(not (FERPLUS / "FER2013Train" / "label.csv").is_file(),

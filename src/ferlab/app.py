@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -40,12 +41,33 @@ class FaceAnalyzer:
         x = torch.from_numpy(crops_u8).to(self.device).float() / 255.0
         return (x - self.pre["mean"]) / self.pre["std"]
 
+    @property
+    def needs_landmarks(self) -> bool:
+        return bool(getattr(self.model, "needs_landmarks", False))
+
+    def _model_args(self, crops_u8: np.ndarray, landmarks) -> tuple:
+        x = self._tensor(crops_u8)
+        if not self.needs_landmarks:
+            return (x,)
+        if landmarks is None:
+            raise ValueError(f"model {self.meta['arch']} needs the 68 landmarks of each crop")
+        return x, torch.as_tensor(np.asarray(landmarks, np.float32), device=self.device)
+
     @torch.no_grad()
-    def predict_tensor(self, crops_u8: np.ndarray) -> np.ndarray:
-        """(N, C, S, S) uint8 crops at the model's input size -> (N, classes) probabilities."""
+    def predict_tensor(self, crops_u8: np.ndarray, landmarks=None) -> np.ndarray:
+        """(N, C, S, S) uint8 crops at the model's input size -> (N, classes) probabilities.
+        `landmarks`: (N, 68, 2) in crop pixels, for models that need them (RASA)."""
         if len(crops_u8) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return torch.softmax(self.model(self._tensor(crops_u8)).float(), 1).cpu().numpy()
+        return torch.softmax(self.model(*self._model_args(crops_u8, landmarks)).float(), 1).cpu().numpy()
+
+    def crop_landmarks(self, crop: np.ndarray, size: int) -> np.ndarray:
+        """68 landmarks of an already-cropped face (the whole crop is the face box), in the pixels
+        of the crop resized to size x size, as dataset landmarks are computed."""
+        gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        pts = self.landmarker.on_crop(gray)
+        scale = np.array([size / gray.shape[1], size / gray.shape[0]], np.float32)
+        return (pts + 0.5) * scale - 0.5
 
     def _records(self, probs: np.ndarray) -> list[dict]:
         out = []
@@ -58,9 +80,11 @@ class FaceAnalyzer:
     def classify_crops(self, crops) -> list[dict]:
         """Classify already-cropped faces (a list of arrays / PIL images / paths, or an (N,H,W[,C]) array)."""
         size, ch = self.pre["img_size"], self.pre["channels"]
-        batch = np.stack([resize_face(as_rgb(c), size, ch) for c in crops]) if len(crops) else \
+        rgbs = [as_rgb(c) for c in crops]
+        batch = np.stack([resize_face(c, size, ch) for c in rgbs]) if len(rgbs) else \
             np.zeros((0, ch, size, size), np.uint8)
-        return self._records(self.predict_tensor(batch))
+        lms = np.stack([self.crop_landmarks(c, size) for c in rgbs]) if self.needs_landmarks and rgbs else None
+        return self._records(self.predict_tensor(batch, lms))
 
     def analyze(self, image, max_faces: int | None = None) -> list[dict]:
         """Every face of a photo (path, PIL image or array): box, detector score, 68 landmarks,
@@ -69,15 +93,17 @@ class FaceAnalyzer:
         dets = self.detector(rgb)[:max_faces]
         size, ch = self.pre["img_size"], self.pre["channels"]
         framing = self.pre.get("framing", "fer2013")
-        crops, faces = [], []
+        crops, crop_pts, faces = [], [], []
         for d in dets:
             lm = self.landmarker(rgb, d.box)
-            crop, _, _ = align_face(rgb, lm, size, framing)
+            crop, pts, _ = align_face(rgb, lm, size, framing)
             crops.append(resize_face(crop, size, ch))
+            crop_pts.append(pts)
             faces.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4), "detector": d.detector,
                           "landmarks": lm.round(1).tolist()})
         if crops:
-            for f, r in zip(faces, self._records(self.predict_tensor(np.stack(crops)))):
+            probs = self.predict_tensor(np.stack(crops), np.stack(crop_pts) if self.needs_landmarks else None)
+            for f, r in zip(faces, self._records(probs)):
                 f.update(r)
         return faces
 

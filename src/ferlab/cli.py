@@ -165,12 +165,34 @@ def cmd_export(a):
     print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
     if a.onnx:
         import torch
+        from .profiling import example_inputs
         pre = meta["preprocess"]
-        x = torch.zeros(1, pre["channels"], pre["img_size"], pre["img_size"])
+        args = example_inputs(model, (1, pre["channels"], pre["img_size"], pre["img_size"]))
+        names = ["image", "landmarks"][:len(args)]  # landmarks: (batch, 68, 2) in input pixels
         onnx_path = out.with_suffix(".onnx")
-        torch.onnx.export(model.float().eval(), (x,), str(onnx_path), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-        print(f"wrote {onnx_path}")
+        torch.onnx.export(model.float().eval(), args, str(onnx_path), input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+                          dynamo=False, opset_version=17)
+        print(f"wrote {onnx_path} (inputs: {', '.join(names)})")
+    return 0
+
+
+def cmd_explain(a):
+    from pathlib import Path
+    from .app import FaceAnalyzer
+    from .explain import explain_faces
+    from .imageio import as_rgb
+    rgb, name = _astronaut() if a.image is None else (as_rgb(a.image), a.image)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score)
+    out = Path(a.out) if a.out else Path("outputs/explain") / f"{Path(name).stem}_explain.png"
+    faces = explain_faces(fa, rgb, out, max_faces=a.max_faces, is_crop=a.crop)
+    if not faces:
+        print(f"{name}: no face found", file=sys.stderr)
+        return 3
+    for i, f in enumerate(faces, 1):
+        extra = f" (global patch {f['global_patch_weight']:.0%} of the attention)" if "global_patch_weight" in f else ""
+        print(f"face {i}: {f['label']} ({f['confidence']:.1%}){extra}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -234,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", action="store_true", help="also write OUT.onnx (float32)")
     x.add_argument("--drop-config", action="store_true", help="leave the training config out of the JSON")
     x.set_defaults(fn=cmd_export)
+    ex = sub.add_parser("explain", help="where the model looks (attention map or Grad-CAM) over each face, as a PNG")
+    ex.add_argument("image", nargs="?", default=None, help="photo (default: the astronaut)")
+    ex.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
+    ex.add_argument("--crop", action="store_true", help="the image is already a face crop (dataset image)")
+    ex.add_argument("--max-faces", type=int, default=4)
+    ex.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
+    ex.add_argument("--upsample", type=int, default=1)
+    ex.add_argument("--min-score", type=float, default=0.25)
+    ex.add_argument("--out", default=None, help="PNG path (default outputs/explain/NAME_explain.png)")
+    ex.set_defaults(fn=cmd_explain)
     return p
 
 

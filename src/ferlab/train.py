@@ -165,17 +165,16 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     splits = load_splits(dcfg)
     label_set = splits["train"].label_set
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
-    arrays, read_lists, kept = {}, {}, {}
+    arrays = {}
     for name, s in splits.items():
         imgs, ok = load_images(s, size, ch)
         keep = np.flatnonzero(ok)
-        read_lists[name], kept[name] = s, keep
         splits[name], arrays[name] = s.subset(keep), imgs[keep]
     tr = splits["train"]
     if dcfg.get("train_subset"):
         k = int(dcfg["train_subset"])
         idx = np.sort(np.random.RandomState(seed).permutation(len(tr))[:k])
-        tr, arrays["train"], kept["train"] = tr.subset(idx), arrays["train"][idx], kept["train"][idx]
+        tr, arrays["train"] = tr.subset(idx), arrays["train"][idx]
         splits["train"] = tr
     model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
                          **cfg["model"].get("kwargs", {})).to(device)
@@ -183,9 +182,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     landmarks = {}
     if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
         from .faces import dataset_landmarks
-        for name in splits:
-            pts, _ = dataset_landmarks(read_lists[name], size=size)
-            landmarks[name] = pts[kept[name]]
+        for name, s in splits.items():
+            landmarks[name] = dataset_landmarks(s, size=size)[0]
     if world > 1 and rank == 0:
         dist.barrier()
     report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}

@@ -181,9 +181,10 @@ def _build(num_classes=8, in_chans=1, pretrained_file=None, **kwargs) -> RASA:
         head = sd.get("head.weight")
         skip = ("head.",) if head is None or head.shape[0] != num_classes else ()
         report = adapt_and_load(model, sd, skip_prefixes=skip)
-        blocks = [k for k in report["loaded"] if k.startswith("blocks.")]
-        if not blocks:
-            raise WeightsError(f"{pretrained_file}: no transformer block matched (different width or depth?)")
+        missing = [k for k in report["missing"] if k.startswith("blocks.")]
+        if missing:
+            raise WeightsError(f"{pretrained_file}: {len(missing)} encoder tensors did not match, e.g. {missing[0]} "
+                               "(the checkpoint's width, heads or depth differ from this model's)")
     return model
 
 

@@ -1,0 +1,127 @@
+"""Where a model looks, drawn over the face as a PNG (`ferlab explain`).
+
+- Models with an ``explain_map`` method give their own map in the form their paper uses
+  (RASA: attention from the pooled output back to the landmark patches, paper 000 Fig. 3).
+- Every other model gets Grad-CAM (Selvaraju et al. 2017) on its ``gradcam_layer()``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def gradcam(model, x: torch.Tensor, *args, target: torch.Tensor | None = None, layer=None) -> dict:
+    """Grad-CAM of the predicted (or `target`) class: (B, H, W) maps in [0, 1]."""
+    layer = layer or model.gradcam_layer()
+    store = {}
+    h1 = layer.register_forward_hook(lambda m, i, o: store.__setitem__("act", o))
+    h2 = layer.register_full_backward_hook(lambda m, gi, go: store.__setitem__("grad", go[0]))
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logits = model(x, *args)
+            cls = logits.argmax(1) if target is None else target
+            model.zero_grad(set_to_none=True)
+            logits.gather(1, cls.view(-1, 1)).sum().backward()
+    finally:
+        h1.remove()
+        h2.remove()
+    w = store["grad"].mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((w * store["act"]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return {"map": cam.detach(), "logits": logits.detach(), "method": "Grad-CAM"}
+
+
+def explain_batch(model, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict:
+    """A (B, H, W) map in [0, 1] per image, the logits, the method's name and extras."""
+    model.eval()
+    args = (landmarks,) if getattr(model, "needs_landmarks", False) else ()
+    if hasattr(model, "explain_map"):
+        with torch.no_grad():
+            out = model.explain_map(x, *args)
+        out["method"] = "attention rollout from the pooled output to the patches"
+    elif hasattr(model, "gradcam_layer"):
+        out = gradcam(model, x, *args)
+    else:
+        raise ValueError(f"{type(model).__name__} has neither explain_map nor gradcam_layer")
+    m = out["map"].float()
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    out["map"] = ((m - lo) / (hi - lo).clamp_min(1e-12)).cpu()
+    return out
+
+
+def render(crops: list[np.ndarray], maps, titles: list[str], path, points=None, point_weights=None) -> Path:
+    """One row per face: the aligned crop, and the map over it (with patch centres, if any)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(crops)
+    fig, axes = plt.subplots(n, 2, figsize=(6, 3.1 * n), squeeze=False)
+    for i, crop in enumerate(crops):
+        gray = crop.ndim == 2 or crop.shape[-1] == 1
+        img = crop.squeeze() if gray else crop
+        axes[i, 0].imshow(img, cmap="gray" if gray else None)
+        axes[i, 0].set_title("aligned face", fontsize=9)
+        axes[i, 1].imshow(img, cmap="gray" if gray else None)
+        axes[i, 1].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.45)
+        if points is not None:
+            p = np.asarray(points[i])
+            wts = np.asarray(point_weights[i]) if point_weights is not None else np.ones(len(p))
+            axes[i, 1].scatter(p[:, 0], p[:, 1], s=8 + 120 * wts / max(wts.max(), 1e-12), c="white",
+                               edgecolors="black", linewidths=0.4)
+        axes[i, 1].set_title(titles[i], fontsize=8)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_crop: bool = False) -> list[dict]:
+    """Detect (or take `rgb` as one face crop), explain each face, write one PNG. Returns records."""
+    from .data import resize_face
+    from .faces import align_face
+    pre = analyzer.pre
+    size, ch = pre["img_size"], pre["channels"]
+    crops, pts, records = [], [], []
+    if is_crop:
+        crops.append(resize_face(rgb, size, ch))
+        pts.append(analyzer.crop_landmarks(rgb, size))
+        records.append({"box": None})
+    else:
+        for d in analyzer.detector(rgb)[:max_faces]:
+            lm = analyzer.landmarker(rgb, d.box)
+            crop, p, _ = align_face(rgb, lm, size, pre.get("framing", "fer2013"))
+            crops.append(resize_face(crop, size, ch))
+            pts.append(p)
+            records.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4)})
+    if not crops:
+        return []
+    batch = np.stack(crops)
+    args = analyzer._model_args(batch, np.stack(pts))
+    out = explain_batch(analyzer.model, *args)
+    probs = torch.softmax(out["logits"].float(), 1).cpu().numpy()
+    titles, centres, weights = [], None, None
+    if "centres" in out:
+        centres = out["centres"].cpu().numpy()
+        weights = out["weights"][:, :centres.shape[1]].cpu().numpy()
+    for i, r in enumerate(records):
+        top = int(probs[i].argmax())
+        r.update({"label": analyzer.labels[top], "confidence": float(probs[i, top])})
+        t = f"{out['method']}\n{r['label']} {r['confidence']:.0%}"
+        if out.get("global_weight") is not None:
+            t += f"; global patch {float(out['global_weight'][i]):.0%}"
+            r["global_patch_weight"] = float(out["global_weight"][i])
+        titles.append(t)
+        if weights is not None:
+            r["patch_weights"] = [round(float(v), 5) for v in out["weights"][i]]
+    vis = [c.transpose(1, 2, 0) for c in crops]
+    render(vis, out["map"].numpy(), titles, out_path, centres, weights)
+    return records
