@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .data import resize_face
+from .data import resize_face, standardise
 from .faces import DlibLandmarks, FaceDetector, align_face
 from .imageio import as_rgb
 
@@ -39,7 +39,7 @@ class FaceAnalyzer:
 
     def _tensor(self, crops_u8: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(crops_u8).to(self.device).float() / 255.0
-        return (x - self.pre["mean"]) / self.pre["std"]
+        return standardise(x, self.pre)
 
     @property
     def needs_landmarks(self) -> bool:

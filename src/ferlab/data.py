@@ -45,6 +45,17 @@ def resize_face(img: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def standardise(x, norm: dict):
+    """(x - mean) / std for a float tensor x in [0, 1]; mean/std a number or one value per channel."""
+    import torch
+    mean, std = norm["mean"], norm["std"]
+    if isinstance(mean, (list, tuple)):
+        mean = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if isinstance(std, (list, tuple)):
+        std = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
 def load_images(samples: SampleList, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode every image of `samples` at (channels, size, size). Returns (images, ok) where `ok`
     marks the samples that decoded; bad ones are appended to samples.skipped."""

@@ -2,6 +2,7 @@
 
 - Models with an ``explain_map`` method give their own map in the form their paper uses
   (RASA: attention from the pooled output back to the landmark patches, paper 000 Fig. 3).
+- Models with ``head_maps`` (DAN) show one map per attention head (paper 001 Fig. 1), plus Grad-CAM.
 - Every other model gets Grad-CAM (Selvaraju et al. 2017) on its ``gradcam_layer()``.
 """
 from __future__ import annotations
@@ -35,45 +36,57 @@ def gradcam(model, x: torch.Tensor, *args, target: torch.Tensor | None = None, l
     return {"map": cam.detach(), "logits": logits.detach(), "method": "Grad-CAM"}
 
 
+def _unit(m: torch.Tensor) -> torch.Tensor:
+    m = m.float()
+    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
+    return ((m - lo) / (hi - lo).clamp_min(1e-12)).cpu()
+
+
 def explain_batch(model, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict:
-    """A (B, H, W) map in [0, 1] per image, the logits, the method's name and extras."""
+    """Maps in [0, 1] over each image: ``panels`` is a list of (title, (B, H, W) maps); also the
+    logits, the method's name and extras (RASA: patch weights and centres)."""
     model.eval()
     args = (landmarks,) if getattr(model, "needs_landmarks", False) else ()
     if hasattr(model, "explain_map"):
         with torch.no_grad():
             out = model.explain_map(x, *args)
         out["method"] = "attention rollout from the pooled output to the patches"
+        out["panels"] = [("attention: pooled output\n-> patches (rollout)", _unit(out["map"]))]
     elif hasattr(model, "gradcam_layer"):
         out = gradcam(model, x, *args)
+        out["panels"] = [("Grad-CAM", _unit(out["map"]))]
+        if hasattr(model, "head_maps"):
+            maps = model.head_maps(x)
+            out["panels"] = [(f"head {i + 1}", maps[:, i].cpu()) for i in range(maps.shape[1])] + out["panels"]
+            out["method"] = "cross attention heads + Grad-CAM"
     else:
         raise ValueError(f"{type(model).__name__} has neither explain_map nor gradcam_layer")
-    m = out["map"].float()
-    lo = m.flatten(1).min(1).values.view(-1, 1, 1)
-    hi = m.flatten(1).max(1).values.view(-1, 1, 1)
-    out["map"] = ((m - lo) / (hi - lo).clamp_min(1e-12)).cpu()
     return out
 
 
-def render(crops: list[np.ndarray], maps, titles: list[str], path, points=None, point_weights=None) -> Path:
-    """One row per face: the aligned crop, and the map over it (with patch centres, if any)."""
+def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None, point_weights=None) -> Path:
+    """One row per face: the aligned crop, then each panel's map over it (patch centres on the
+    first panel, if any). `panels`: list of (name, (B, H, W) maps)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    n = len(crops)
-    fig, axes = plt.subplots(n, 2, figsize=(6, 3.1 * n), squeeze=False)
+    n, cols = len(crops), 1 + len(panels)
+    fig, axes = plt.subplots(n, cols, figsize=(3 * cols, 3.2 * n), squeeze=False)
     for i, crop in enumerate(crops):
         gray = crop.ndim == 2 or crop.shape[-1] == 1
         img = crop.squeeze() if gray else crop
         axes[i, 0].imshow(img, cmap="gray" if gray else None)
-        axes[i, 0].set_title("aligned face", fontsize=9)
-        axes[i, 1].imshow(img, cmap="gray" if gray else None)
-        axes[i, 1].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.45)
+        axes[i, 0].set_title(titles[i], fontsize=8)
+        for j, (name, maps) in enumerate(panels, 1):
+            axes[i, j].imshow(img, cmap="gray" if gray else None)
+            axes[i, j].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.45)
+            axes[i, j].set_title(name, fontsize=9)
         if points is not None:
             p = np.asarray(points[i])
             wts = np.asarray(point_weights[i]) if point_weights is not None else np.ones(len(p))
             axes[i, 1].scatter(p[:, 0], p[:, 1], s=8 + 120 * wts / max(wts.max(), 1e-12), c="white",
                                edgecolors="black", linewidths=0.4)
-        axes[i, 1].set_title(titles[i], fontsize=8)
         for ax in axes[i]:
             ax.axis("off")
     fig.tight_layout()
@@ -115,13 +128,13 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
     for i, r in enumerate(records):
         top = int(probs[i].argmax())
         r.update({"label": analyzer.labels[top], "confidence": float(probs[i, top])})
-        t = f"{out['method']}\n{r['label']} {r['confidence']:.0%}"
+        t = f"{r['label']} {r['confidence']:.0%}"
         if out.get("global_weight") is not None:
-            t += f"; global patch {float(out['global_weight'][i]):.0%}"
+            t += f"\nglobal patch {float(out['global_weight'][i]):.0%} of attention"
             r["global_patch_weight"] = float(out["global_weight"][i])
         titles.append(t)
         if weights is not None:
             r["patch_weights"] = [round(float(v), 5) for v in out["weights"][i]]
     vis = [c.transpose(1, 2, 0) for c in crops]
-    render(vis, out["map"].numpy(), titles, out_path, centres, weights)
+    render(vis, out["panels"], titles, out_path, centres, weights)
     return records

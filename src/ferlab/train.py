@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from .augment import augment_batch
 from .checkpoint import load_train_state, save_model, save_train_state
-from .data import load_images, load_splits
-from .losses import build_loss
+from .data import load_images, load_splits, standardise
+from .losses import build_loss, logits_of
 from .metrics import classification_metrics
 from .models import create_model
 
@@ -67,7 +67,8 @@ def amp_dtype(setting, device: torch.device):
 
 
 def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
-    return (x_u8.float() / 255.0 - norm["mean"]) / norm["std"]
+    return standardise(x_u8.float() / 255.0, norm)
+
 
 
 def model_meta(cfg: dict, label_set, extra=None) -> dict:
@@ -199,7 +200,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     ddp = world > 1
-    net = nn.parallel.DistributedDataParallel(model) if ddp else model
+    aux = bool(getattr(model, "has_aux_outputs", False))  # models whose loss needs more than logits (DAN)
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     bs = int(tcfg["batch_size"])
     n_train = len(tr)
     per_rank = math.ceil(n_train / world)
@@ -251,7 +253,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         order, g = _epoch_order(n_train, seed, epoch, weights)
         if ddp:
             order = torch.cat([order, order[: per_rank * world - n_train]])[rank::world]
-        total, correct, loss_sum = 0, 0, 0.0
+        total, correct, loss_sum, parts_sum = 0, 0, 0.0, {}
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0 or not tcfg.get("progress", True),
                    leave=False, mininterval=5)
         for step in bar:
@@ -262,20 +264,24 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                 extra = (pts,)
             else:
                 x = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g)
-            x = ((x - norm["mean"]) / norm["std"]).contiguous(memory_format=torch.channels_last) \
-                if device.type == "cpu" else (x - norm["mean"]) / norm["std"]
+            x = standardise(x, norm)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
             tgt = targets_all[idx].to(device)
             if mode == "probability":
                 tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = net(x, *extra)
-            loss = criterion(logits.float(), tgt)
+                out = net(x, *extra, return_aux=True) if aux else net(x, *extra)
+            logits = logits_of(out)
+            loss = criterion(out, tgt)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
             loss_sum += float(loss.detach()) * len(idx)
+            for k, v in getattr(criterion, "parts", {}).items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
             total += len(idx)
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
             if step % 20 == 0:
@@ -286,6 +292,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         rec = {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
                "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
                "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        if parts_sum:
+            rec["train_loss_parts"] = {k: v / max(total, 1) for k, v in parts_sum.items()}
         history.append(rec)
         if rank == 0:
             improved = vm["accuracy"] > best["valid_accuracy"]

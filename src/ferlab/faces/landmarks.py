@@ -76,7 +76,9 @@ def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tup
         pts = np.zeros((len(samples), 68, 2), np.float32)
         hw = np.ones((len(samples), 2), np.float32)
         ok = np.zeros(len(samples), bool)
-        for i, p in enumerate(samples.paths):
+        from tqdm import tqdm
+        for i, p in enumerate(tqdm(samples.paths, desc=f"dlib landmarks ({samples.source}, once, cached)",
+                                   mininterval=10, leave=False, disable=len(samples) < 500)):
             try:
                 img = read_image(p, "L")
                 pts[i] = lm.on_crop(img, upscale)

@@ -3,8 +3,11 @@
     loss: {name: cross_entropy, label_smoothing: 0.0}   # default
     loss: {name: bce, activation: softmax}              # paper 000 (RASA), eqs. 9-10
 
-Every loss takes (logits, targets) with targets as (N, C) class distributions (one-hot for
-majority labels, vote distributions for FER+ "crossentropy" mode).
+    loss: {name: dan, lambda_affinity: 1.0, lambda_partition: 1.0}   # paper 001 (DAN), eq. 7
+
+Every loss takes (outputs, targets): outputs are the logits, or a model's dict of outputs with
+"logits" and what its loss needs (DAN: features, heads, centres); targets are (N, C) class
+distributions (one-hot for majority labels, vote distributions for FER+ "crossentropy" mode).
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .affinity import affinity_loss
 from .bce import SoftmaxBCELoss
+from .center import center_loss
+from .partition import partition_loss
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -26,17 +32,54 @@ def register_loss(name: str):
     return deco
 
 
+def logits_of(outputs) -> torch.Tensor:
+    return outputs["logits"] if isinstance(outputs, dict) else outputs
+
+
 class CrossEntropyLoss(nn.Module):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+    def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits_of(outputs).float(), targets, label_smoothing=self.label_smoothing)
+
+
+class DANLoss(nn.Module):
+    """Paper 001, eq. 7: CE + lambda1 * feature loss (affinity, eq. 2; or center loss; or none)
+    + lambda2 * partition loss (eq. 6). Hard labels for the feature loss are the argmax of the
+    targets. Returns the total; the parts of the last call are kept in `.parts`."""
+
+    def __init__(self, lambda_affinity: float = 1.0, lambda_partition: float = 1.0, feature_loss: str = "affinity",
+                 partition: bool = True, partition_reduction: str = "paper", label_smoothing: float = 0.0):
+        super().__init__()
+        if feature_loss not in ("affinity", "center", "none"):
+            raise ValueError(f"feature_loss must be affinity, center or none, not {feature_loss!r}")
+        self.l1, self.l2 = float(lambda_affinity), float(lambda_partition)
+        self.feature_loss, self.partition = feature_loss, bool(partition)
+        self.partition_reduction = partition_reduction
+        self.ce = CrossEntropyLoss(label_smoothing)
+        self.parts: dict[str, float] = {}
+
+    def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, dict):
+            raise ValueError("the dan loss needs the model's auxiliary outputs (features, heads, centres)")
+        total = ce = self.ce(outputs, targets)
+        parts = {"ce": ce}
+        if self.feature_loss != "none":
+            fn = affinity_loss if self.feature_loss == "affinity" else center_loss
+            parts[self.feature_loss] = fn(outputs["features"], outputs["centres"], targets.argmax(1))
+            total = total + self.l1 * parts[self.feature_loss]
+        if self.partition:
+            parts["partition"] = partition_loss(outputs["heads"], self.partition_reduction)
+            total = total + self.l2 * parts["partition"]
+        self.parts = {k: float(v.detach()) for k, v in parts.items()}
+        return total
 
 
 register_loss("cross_entropy")(CrossEntropyLoss)
 register_loss("bce")(SoftmaxBCELoss)
+register_loss("dan")(DANLoss)
 
 
 def list_losses() -> list[str]:
@@ -48,11 +91,12 @@ def build_loss(cfg: dict) -> nn.Module:
     get cross-entropy with ``train.label_smoothing``."""
     spec = dict(cfg.get("loss") or {})
     name = spec.pop("name", "cross_entropy")
-    if name == "cross_entropy" and "label_smoothing" not in spec:
+    if name in ("cross_entropy", "dan") and "label_smoothing" not in spec:
         spec["label_smoothing"] = cfg.get("train", {}).get("label_smoothing", 0.0)
     if name not in _LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(list_losses())}")
     return _LOSSES[name](**spec)
 
 
-__all__ = ["build_loss", "list_losses", "register_loss", "CrossEntropyLoss", "SoftmaxBCELoss"]
+__all__ = ["build_loss", "list_losses", "logits_of", "register_loss", "CrossEntropyLoss", "DANLoss", "SoftmaxBCELoss",
+           "affinity_loss", "center_loss", "partition_loss"]

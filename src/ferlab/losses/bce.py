@@ -33,7 +33,8 @@ class SoftmaxBCELoss(nn.Module):
             raise ValueError(f"bce activation must be 'softmax' or 'sigmoid', not {activation!r}")
         self.activation = activation
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
         if self.activation == "sigmoid":
             return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
         return softmax_bce(logits, targets)

@@ -4,6 +4,6 @@ from .. import _tv_compat
 _tv_compat.ensure_torchvision_importable()
 
 from .registry import create_model, list_models, model_entrypoint, register_model  # noqa: E402
-from . import rasa, resnet  # noqa: E402,F401
+from . import dan, rasa, resnet  # noqa: E402,F401
 
 __all__ = ["create_model", "list_models", "model_entrypoint", "register_model"]
