@@ -271,9 +271,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             if mode == "probability":
                 tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out = net(x, *extra, return_aux=True) if aux else net(x, *extra)
-            logits = logits_of(out)
-            loss = criterion(out, tgt)
+                outputs = net(x, *extra, return_aux=True) if aux else net(x, *extra)
+            logits = logits_of(outputs)
+            loss = criterion(outputs, tgt)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
