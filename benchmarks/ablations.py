@@ -45,8 +45,8 @@ STUDIES = {
             "tried_cross_entropy": (["loss.name=cross_entropy"], None),
             "tried_vit_head_split": (["model.kwargs.head_dim=4"], None),
             "tried_adamw_cosine": (["optim.name=adamw", "optim.weight_decay=0.05", "schedule.name=cosine"], None),
-            # the CNN baseline on the same subset and epochs (its own recipe otherwise)
-            "baseline_resnet18": ([], None, "resnet18_ferplus_cpu"),
+            # the CNN baseline on the same images and epochs (its own recipe otherwise)
+            "baseline_resnet18": (["data.label_mode=majority"], None, "resnet18_ferplus_cpu"),
         },
         "tables": {
             "I (patch extraction)": [("Grid", "grid_p12"), ("Adaptive", "adaptive_p12_52")],
