@@ -26,7 +26,7 @@ def main(ckpt, out):
     imgs, _ = load_images(sub, pre["img_size"], pre["channels"])
     x = standardise(torch.from_numpy(imgs).float() / 255.0, pre)
     lm = torch.from_numpy(dataset_landmarks(sub, size=pre["img_size"])[0])
-    out_d = explain_batch(model, x, lm if getattr(model, "needs_landmarks", False) else None)
+    out_d = explain_batch(model, x, lm)
     pred = out_d["logits"].argmax(1).tolist()
     titles = [f"true {sub.label_set[t]}\npred {meta['labels'][p]}" for t, p in zip(sub.labels, pred)]
     centres = out_d["centres"].numpy() if "centres" in out_d else None

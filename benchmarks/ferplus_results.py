@@ -27,7 +27,7 @@ def scalar(m: dict) -> dict:
     return {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
 
 
-def record(ckpt, name: str, training_command: str, extra: dict | None = None) -> dict:
+def record(ckpt, name: str, training_command: str, extra: dict | None = None, label: str | None = None) -> dict:
     ckpt = Path(ckpt)
     meta = load_meta(ckpt)
     model, _ = load_model(ckpt)
@@ -58,7 +58,7 @@ def record(ckpt, name: str, training_command: str, extra: dict | None = None) ->
     }
     result.update(extra or {})
     (RESULTS / f"{name}_ferplus.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(readme_row(name, result))
+    print(readme_row(label or name, result))
     return result
 
 

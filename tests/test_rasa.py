@@ -48,6 +48,16 @@ def test_border_patches_are_zero_padded_not_dropped_or_shifted():
     assert p[2].abs().sum() == 0  # a point outside the image gives an all-padding patch
 
 
+def test_resize_points_maps_pixel_centres():
+    from ferlab.faces.landmarks import resize_points
+    # pixel 0 and pixel 47 of a 48-wide image are the centres of the first/last 2x2 block at 96
+    pts = resize_points(np.array([[[0.0, 47.0]]]), 48, 48, 96)
+    assert np.allclose(pts, [[[0.5, 94.5]]])
+    both = resize_points(np.zeros((2, 1, 2)), np.array([48, 100]), np.array([48, 50]), 96)
+    # second image 100 high, 50 wide: x = 0.5 * 96/50 - 0.5, y = 0.5 * 96/100 - 0.5
+    assert np.allclose(both[:, 0], [[0.5, 0.5], [0.46, -0.02]], atol=1e-6)
+
+
 def test_grid_and_global_patches():
     x = torch.randn(2, 1, 8, 8)
     g = grid_patches(x, 4)
@@ -158,6 +168,8 @@ def test_softmax_bce_matches_hand_computed_values():
     want = -(math.log(0.5) + math.log(0.75)) / 2
     assert loss(logits, torch.tensor([[0.0, 1.0]])).item() == pytest.approx(want, abs=1e-6)
     assert build_loss({"loss": {"name": "bce"}}).activation == "softmax"
+    with pytest.raises(ValueError, match="bad options"):  # a clear message, not a TypeError
+        build_loss({"loss": {"name": "cross_entropy", "activation": "softmax"}})
 
 
 def test_rasa_overfits_a_tiny_batch():
@@ -237,8 +249,8 @@ def test_rasa_trains_with_dataset_landmarks_and_serves_everywhere(class_folder_d
         "schedule.epochs=3", "train.batch_size=8", "train.threads=1", "train.progress=false",
         f"train.out_dir={out}", "augment.erasing=0"])
     r = train(cfg, log=lambda m: None)
-    assert len(r["history"]) == 3 and (out / "test_predictions.csv").is_file()
-    assert 0.0 <= r["test"]["accuracy"] <= 1.0
+    assert len(r["history"]) == 3
+    assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + 12  # every test image, once
     ckpt = out / "best"
 
     # the app: detected faces get landmarks from the front end; crops get them from dlib on the crop

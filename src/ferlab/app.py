@@ -18,6 +18,8 @@ import torch
 from .checkpoint import load_model
 from .data import resize_face, standardise
 from .faces import DlibLandmarks, FaceDetector, align_face
+from .faces.landmarks import resize_points
+from .models import model_args, needs_landmarks
 from .imageio import as_rgb
 
 
@@ -43,15 +45,11 @@ class FaceAnalyzer:
 
     @property
     def needs_landmarks(self) -> bool:
-        return bool(getattr(self.model, "needs_landmarks", False))
+        return needs_landmarks(self.model)
 
-    def _model_args(self, crops_u8: np.ndarray, landmarks) -> tuple:
-        x = self._tensor(crops_u8)
-        if not self.needs_landmarks:
-            return (x,)
-        if landmarks is None:
-            raise ValueError(f"model {self.meta['arch']} needs the 68 landmarks of each crop")
-        return x, torch.as_tensor(np.asarray(landmarks, np.float32), device=self.device)
+    def model_inputs(self, crops_u8: np.ndarray, landmarks=None) -> tuple:
+        """Forward arguments for (N, C, S, S) uint8 crops (+ their landmarks in crop pixels)."""
+        return model_args(self.model, self._tensor(crops_u8), landmarks)
 
     @torch.no_grad()
     def predict_tensor(self, crops_u8: np.ndarray, landmarks=None) -> np.ndarray:
@@ -59,15 +57,38 @@ class FaceAnalyzer:
         `landmarks`: (N, 68, 2) in crop pixels, for models that need them (RASA)."""
         if len(crops_u8) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return torch.softmax(self.model(*self._model_args(crops_u8, landmarks)).float(), 1).cpu().numpy()
+        return torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
 
-    def crop_landmarks(self, crop: np.ndarray, size: int) -> np.ndarray:
-        """68 landmarks of an already-cropped face (the whole crop is the face box), in the pixels
-        of the crop resized to size x size, as dataset landmarks are computed."""
-        gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-        pts = self.landmarker.on_crop(gray)
-        scale = np.array([size / gray.shape[1], size / gray.shape[0]], np.float32)
-        return (pts + 0.5) * scale - 0.5
+    def prepare_crops(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
+        """Already-cropped faces -> (uint8 batch at the model's input, landmarks or None). Landmarks
+        (only for models that need them) come from dlib on the whole crop, as for datasets."""
+        size, ch = self.pre["img_size"], self.pre["channels"]
+        rgbs = [as_rgb(c) for c in crops]
+        if not rgbs:
+            return np.zeros((0, ch, size, size), np.uint8), None
+        batch = np.stack([resize_face(c, size, ch) for c in rgbs])
+        if not self.needs_landmarks:
+            return batch, None
+        pts = [resize_points(self.landmarker.on_crop(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)), *c.shape[:2], size)
+               for c in rgbs]
+        return batch, np.stack(pts)
+
+    def prepare_faces(self, rgb: np.ndarray, max_faces: int | None = None):
+        """Detect, landmark and align every face of an RGB photo -> (uint8 batch, landmarks in crop
+        pixels (N, 68, 2), face records with box, score, detector and photo landmarks)."""
+        size, ch = self.pre["img_size"], self.pre["channels"]
+        framing = self.pre.get("framing", "fer2013")
+        crops, crop_pts, faces = [], [], []
+        for d in self.detector(rgb)[:max_faces]:
+            lm = self.landmarker(rgb, d.box)
+            crop, pts, _ = align_face(rgb, lm, size, framing)
+            crops.append(resize_face(crop, size, ch))
+            crop_pts.append(pts)
+            faces.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4), "detector": d.detector,
+                          "landmarks": lm.round(1).tolist()})
+        if not crops:
+            return np.zeros((0, ch, size, size), np.uint8), np.zeros((0, 68, 2), np.float32), []
+        return np.stack(crops), np.stack(crop_pts).astype(np.float32), faces
 
     def _records(self, probs: np.ndarray) -> list[dict]:
         out = []
@@ -79,32 +100,14 @@ class FaceAnalyzer:
 
     def classify_crops(self, crops) -> list[dict]:
         """Classify already-cropped faces (a list of arrays / PIL images / paths, or an (N,H,W[,C]) array)."""
-        size, ch = self.pre["img_size"], self.pre["channels"]
-        rgbs = [as_rgb(c) for c in crops]
-        batch = np.stack([resize_face(c, size, ch) for c in rgbs]) if len(rgbs) else \
-            np.zeros((0, ch, size, size), np.uint8)
-        lms = np.stack([self.crop_landmarks(c, size) for c in rgbs]) if self.needs_landmarks and rgbs else None
-        return self._records(self.predict_tensor(batch, lms))
+        return self._records(self.predict_tensor(*self.prepare_crops(crops)))
 
     def analyze(self, image, max_faces: int | None = None) -> list[dict]:
         """Every face of a photo (path, PIL image or array): box, detector score, 68 landmarks,
         probabilities by label, top label. Faces are ordered by detector score."""
-        rgb = as_rgb(image)
-        dets = self.detector(rgb)[:max_faces]
-        size, ch = self.pre["img_size"], self.pre["channels"]
-        framing = self.pre.get("framing", "fer2013")
-        crops, crop_pts, faces = [], [], []
-        for d in dets:
-            lm = self.landmarker(rgb, d.box)
-            crop, pts, _ = align_face(rgb, lm, size, framing)
-            crops.append(resize_face(crop, size, ch))
-            crop_pts.append(pts)
-            faces.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4), "detector": d.detector,
-                          "landmarks": lm.round(1).tolist()})
-        if crops:
-            probs = self.predict_tensor(np.stack(crops), np.stack(crop_pts) if self.needs_landmarks else None)
-            for f, r in zip(faces, self._records(probs)):
-                f.update(r)
+        batch, pts, faces = self.prepare_faces(as_rgb(image), max_faces)
+        for f, r in zip(faces, self._records(self.predict_tensor(batch, pts))):
+            f.update(r)
         return faces
 
 

@@ -15,22 +15,21 @@ from .metrics import classification_metrics, write_confusion, write_json, write_
 
 def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None, device=None,
                                  landmarks=None) -> dict:
-    from .train import needs_landmarks, predict_probs
+    from .models import needs_landmarks
+    from .train import predict_probs
     device = device or torch.device("cpu")
     model, meta = load_model(ckpt, device)
     pre = meta["preprocess"]
     labels = tuple(meta["labels"])
     samples = restrict_labels(samples, labels)
+    if needs_landmarks(model) and landmarks is None:
+        from .faces import dataset_landmarks  # cached per dataset, in pixels of the resized images
+        landmarks = dataset_landmarks(samples, size=pre["img_size"])[0]
     if images_u8 is None or len(images_u8) != len(samples):
         images_u8, ok = load_images(samples, pre["img_size"], pre["channels"])
         keep = np.flatnonzero(ok)
-        if needs_landmarks(model):
-            from .faces import dataset_landmarks
-            landmarks = dataset_landmarks(samples, size=pre["img_size"])[0][keep]
         samples, images_u8 = samples.subset(keep), images_u8[keep]
-    elif needs_landmarks(model) and landmarks is None:
-        from .faces import dataset_landmarks
-        landmarks = dataset_landmarks(samples, size=pre["img_size"])[0]
+        landmarks = None if landmarks is None else landmarks[keep]
     # reported numbers come from float32 inference, as users run the model (no autocast)
     probs = predict_probs(model, images_u8, pre, device, 256, None, landmarks)
     y, pred = samples.labels, probs.argmax(1)

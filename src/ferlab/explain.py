@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models import model_args
+
 
 def gradcam(model, x: torch.Tensor, *args, target: torch.Tensor | None = None, layer=None) -> dict:
     """Grad-CAM of the predicted (or `target`) class: (B, H, W) maps in [0, 1]."""
@@ -47,7 +49,7 @@ def explain_batch(model, x: torch.Tensor, landmarks: torch.Tensor | None = None)
     """Maps in [0, 1] over each image: ``panels`` is a list of (title, (B, H, W) maps); also the
     logits, the method's name and extras (RASA: patch weights and centres)."""
     model.eval()
-    args = (landmarks,) if getattr(model, "needs_landmarks", False) else ()
+    args = model_args(model, x, landmarks)[1:]
     if hasattr(model, "explain_map"):
         with torch.no_grad():
             out = model.explain_map(x, *args)
@@ -99,27 +101,15 @@ def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None
 
 def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_crop: bool = False) -> list[dict]:
     """Detect (or take `rgb` as one face crop), explain each face, write one PNG. Returns records."""
-    from .data import resize_face
-    from .faces import align_face
-    pre = analyzer.pre
-    size, ch = pre["img_size"], pre["channels"]
-    crops, pts, records = [], [], []
     if is_crop:
-        crops.append(resize_face(rgb, size, ch))
-        pts.append(analyzer.crop_landmarks(rgb, size))
-        records.append({"box": None})
+        batch, pts = analyzer.prepare_crops([rgb])
+        records = [{"box": None}]
     else:
-        for d in analyzer.detector(rgb)[:max_faces]:
-            lm = analyzer.landmarker(rgb, d.box)
-            crop, p, _ = align_face(rgb, lm, size, pre.get("framing", "fer2013"))
-            crops.append(resize_face(crop, size, ch))
-            pts.append(p)
-            records.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4)})
-    if not crops:
+        batch, pts, faces = analyzer.prepare_faces(rgb, max_faces)
+        records = [{"box": f["box"], "score": f["score"]} for f in faces]
+    if not records:
         return []
-    batch = np.stack(crops)
-    args = analyzer._model_args(batch, np.stack(pts))
-    out = explain_batch(analyzer.model, *args)
+    out = explain_batch(analyzer.model, *analyzer.model_inputs(batch, pts))
     probs = torch.softmax(out["logits"].float(), 1).cpu().numpy()
     titles, centres, weights = [], None, None
     if "centres" in out:
@@ -135,6 +125,5 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
         titles.append(t)
         if weights is not None:
             r["patch_weights"] = [round(float(v), 5) for v in out["weights"][i]]
-    vis = [c.transpose(1, 2, 0) for c in crops]
-    render(vis, out["panels"], titles, out_path, centres, weights)
+    render([c.transpose(1, 2, 0) for c in batch], out["panels"], titles, out_path, centres, weights)
     return records

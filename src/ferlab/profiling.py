@@ -18,14 +18,10 @@ def count_params(model: torch.nn.Module) -> int:
 def example_inputs(model: torch.nn.Module, input_shape) -> tuple:
     """Forward arguments for one batch of `input_shape`: the image, plus 68 landmarks spread over
     the face for models that need them (their values do not change the cost)."""
+    from .models import model_args
     x = torch.zeros(*input_shape)
-    if not getattr(model, "needs_landmarks", False):
-        return (x,)
-    from .faces.align import TEMPLATES
-    size = input_shape[-1]
-    pts = torch.linspace(0.2, 0.8, 68).unsqueeze(1).repeat(1, 2) * size
-    pts[:5] = torch.from_numpy(TEMPLATES["fer2013"]) * size
-    return x, pts.unsqueeze(0).repeat(input_shape[0], 1, 1)
+    diagonal = torch.linspace(0.2, 0.8, 68).view(1, 68, 1).expand(input_shape[0], 68, 2) * input_shape[-1]
+    return model_args(model, x, diagonal)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from .checkpoint import load_train_state, save_model, save_train_state
 from .data import load_images, load_splits, standardise
 from .losses import build_loss, logits_of
 from .metrics import classification_metrics
-from .models import create_model
+from .models import create_model, model_args, needs_landmarks
 
 
 def _dist_info():
@@ -68,8 +68,6 @@ def amp_dtype(setting, device: torch.device):
 
 def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
     return standardise(x_u8.float() / 255.0, norm)
-
-
 
 def model_meta(cfg: dict, label_set, extra=None) -> dict:
     d = cfg["data"]
@@ -118,24 +116,18 @@ def build_scheduler(cfg, opt, steps_per_epoch):
     raise ValueError(f"unknown schedule {name!r} (onecycle, cosine, step, constant)")
 
 
-def needs_landmarks(model) -> bool:
-    return bool(getattr(getattr(model, "module", model), "needs_landmarks", False))
-
-
 @torch.no_grad()
 def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
                   landmarks: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of
     the images) for models that need them."""
     model.eval()
-    if needs_landmarks(model) and landmarks is None:
-        raise ValueError("this model needs face landmarks for every image")
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = normalise(torch.from_numpy(images_u8[i:i + batch_size]).to(device), norm)
-        args = (torch.from_numpy(landmarks[i:i + batch_size]).to(device),) if needs_landmarks(model) else ()
+        lm = None if landmarks is None else landmarks[i:i + batch_size]
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x, *args)
+            logits = model(*model_args(model, x, lm))
         out.append(torch.softmax(logits.float(), 1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -258,20 +250,20 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                    leave=False, mininterval=5)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            extra = ()
-            if use_lm:
-                x, pts = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g, lm_all[idx].to(device))
-                extra = (pts,)
+            x, pts = x_all[idx].to(device).float() / 255.0, None
+            if use_lm:  # landmarks move (and are relabelled on flips) with the image
+                x, pts = augment_batch(x, cfg["augment"], g, lm_all[idx].to(device))
             else:
-                x = augment_batch(x_all[idx].to(device).float() / 255.0, cfg["augment"], g)
+                x = augment_batch(x, cfg["augment"], g)
             x = standardise(x, norm)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
+            args = model_args(model, x, pts)
             tgt = targets_all[idx].to(device)
             if mode == "probability":
                 tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                outputs = net(x, *extra, return_aux=True) if aux else net(x, *extra)
+                outputs = net(*args, return_aux=True) if aux else net(*args)
             logits = logits_of(outputs)
             loss = criterion(outputs, tgt)
             opt.zero_grad(set_to_none=True)

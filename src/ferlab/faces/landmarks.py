@@ -40,6 +40,13 @@ def shape_predictor_path() -> Path:
     return path
 
 
+def resize_points(points: np.ndarray, height, width, size: int) -> np.ndarray:
+    """Pixel points of an image of height x width, in the pixels of that image resized to
+    size x size (pixel centres at integers). `height`/`width` may be per-image arrays."""
+    scale = np.stack([size / np.asarray(width, np.float32), size / np.asarray(height, np.float32)], -1)
+    return ((np.asarray(points, np.float32) + 0.5) * scale[..., None, :] - 0.5).astype(np.float32)
+
+
 class DlibLandmarks:
     """68 (x, y) points for a face box in an RGB or gray uint8 image."""
     name = "dlib-68"
@@ -90,6 +97,5 @@ def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tup
     out = cached_arrays(f"landmarks-dlib68-crop-x{upscale}-v2", samples.paths, compute)
     pts = out["landmarks"]
     if size is not None:
-        scale = float(size) / out["sizes"][:, ::-1]  # (w, h) per image
-        pts = (pts + 0.5) * scale[:, None, :] - 0.5
+        pts = resize_points(pts, out["sizes"][:, 0], out["sizes"][:, 1], size)
     return pts.astype(np.float32), out["ok"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .affinity import affinity_loss
 from .bce import SoftmaxBCELoss
 from .center import center_loss
+from .outputs import logits_of
 from .partition import partition_loss
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
@@ -30,10 +31,6 @@ def register_loss(name: str):
         _LOSSES[name] = fn
         return fn
     return deco
-
-
-def logits_of(outputs) -> torch.Tensor:
-    return outputs["logits"] if isinstance(outputs, dict) else outputs
 
 
 class CrossEntropyLoss(nn.Module):
@@ -95,7 +92,11 @@ def build_loss(cfg: dict) -> nn.Module:
         spec["label_smoothing"] = cfg.get("train", {}).get("label_smoothing", 0.0)
     if name not in _LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(list_losses())}")
-    return _LOSSES[name](**spec)
+    try:
+        return _LOSSES[name](**spec)
+    except TypeError as e:  # a key of another loss left in the section (e.g. bce's activation)
+        raise ValueError(f"loss {name!r}: bad options {sorted(spec)} ({e}); "
+                         f"replace the whole section, e.g. 'loss={{name: {name}}}'") from None
 
 
 __all__ = ["build_loss", "list_losses", "logits_of", "register_loss", "CrossEntropyLoss", "DANLoss", "SoftmaxBCELoss",

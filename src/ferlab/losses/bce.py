@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .outputs import logits_of
+
 
 def softmax_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     z = logits.float()
@@ -34,7 +36,7 @@ class SoftmaxBCELoss(nn.Module):
         self.activation = activation
 
     def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        logits = logits_of(outputs)
         if self.activation == "sigmoid":
             return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
         return softmax_bce(logits, targets)

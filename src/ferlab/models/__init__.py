@@ -3,7 +3,8 @@ from .. import _tv_compat
 
 _tv_compat.ensure_torchvision_importable()
 
-from .registry import create_model, list_models, model_entrypoint, register_model  # noqa: E402
+from .registry import (create_model, list_models, model_args, model_entrypoint, needs_landmarks,  # noqa: E402
+                       register_model)
 from . import dan, rasa, resnet  # noqa: E402,F401
 
-__all__ = ["create_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = ["create_model", "list_models", "model_args", "model_entrypoint", "needs_landmarks", "register_model"]
