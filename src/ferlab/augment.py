@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "translate": 0.08,
-                   "brightness": 0.2, "contrast": 0.2, "erasing": 0.25}
+                   "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25}
 
 
 def _uniform(n, lo, hi, g, device):
@@ -63,6 +63,13 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator, points:
         cf = _uniform(n, 1 - c, 1 + c, g, dev).view(n, 1, 1, 1)
         bf = _uniform(n, 1 - b, 1 + b, g, dev).view(n, 1, 1, 1)
         x = ((x - mean) * cf + mean) * bf
+    p_ac = cfg.get("autocontrast") or 0.0
+    if p_ac:  # torchvision's RandomAutocontrast: stretch each channel to the full [0, 1] range
+        lo = x.amin(dim=(2, 3), keepdim=True)
+        hi = x.amax(dim=(2, 3), keepdim=True)
+        stretched = torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
+        apply = (torch.rand(n, generator=g) < p_ac).to(dev).view(n, 1, 1, 1)
+        x = torch.where(apply, stretched, x)
     p = cfg.get("erasing") or 0.0
     if p:
         h, w = x.shape[-2:]

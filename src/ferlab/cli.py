@@ -210,6 +210,32 @@ def cmd_landmarks(a):
     return 0
 
 
+def cmd_data(a):
+    """Per-split, per-source, per-class counts of a data config (and the generated copies it would add)."""
+    import numpy as np
+    from .config import load_config
+    from .data import load_splits
+    from .hybrid import balance_plan, composition
+    data_cfg = load_config(None if a.config == "-" else a.config, a.overrides)["data"]
+    splits = load_splits(data_cfg)
+    for name, s in splits.items():
+        comp = composition(s)
+        labels = list(s.label_set)
+        print(f"{name}: {len(s)} images")
+        print("  " + f"{'source':<14}" + "".join(f"{n[:9]:>10}" for n in labels) + f"{'total':>9}")
+        for src, counts in comp.items():
+            print("  " + f"{src:<14}" + "".join(f"{counts[n]:>10}" for n in labels) + f"{sum(counts.values()):>9}")
+        if name == "train" and data_cfg.get("balance_by_augmentation"):
+            extra = np.bincount(s.labels[balance_plan(s.labels, len(labels), 0, data_cfg.get("balance_target"))],
+                                minlength=len(labels))
+            print("  " + f"{'+ generated':<14}" + "".join(f"{int(c):>10}" for c in extra) + f"{int(extra.sum()):>9}")
+        for item, why in s.skipped[:5]:
+            print(f"  skipped: {item}: {why}")
+        if len(s.skipped) > 5:
+            print(f"  ... and {len(s.skipped) - 5} more skipped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -249,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("config", help="YAML config whose data section names the dataset, or -")
     lm.add_argument("overrides", nargs="*")
     lm.set_defaults(fn=cmd_landmarks)
+    dc = sub.add_parser("data", help="what a data config reads: images per split, source and class")
+    dc.add_argument("config", help="YAML config whose data section to read, or -")
+    dc.add_argument("overrides", nargs="*")
+    dc.set_defaults(fn=cmd_data)
     x = sub.add_parser("export", help="write a checkpoint for shipping (fp16 safetensors) and/or ONNX")
     x.add_argument("checkpoint")
     x.add_argument("out", help="output path without suffix")

@@ -77,7 +77,8 @@ def load_images(samples: SampleList, size: int, channels: int) -> tuple[np.ndarr
 
 
 # data-config keys about how a model sees the images, not about reading the dataset
-MODEL_INPUT_KEYS = ("img_size", "channels", "train_subset", "balanced_sampling", "framing")
+MODEL_INPUT_KEYS = ("img_size", "channels", "train_subset", "balanced_sampling", "framing",
+                    "balance_by_augmentation", "balance_target")
 
 
 def load_splits(data_cfg: dict) -> dict[str, SampleList]:
@@ -85,6 +86,37 @@ def load_splits(data_cfg: dict) -> dict[str, SampleList]:
     when the dataset has none (seeded; never the test split)."""
     cfg = {k: v for k, v in data_cfg.items() if k not in MODEL_INPUT_KEYS}
     name = cfg.pop("dataset", "ferplus")
+    holdout_per_class = cfg.pop("holdout_per_class", None)
+    if name == "hybrid":
+        splits = _load_hybrid(cfg)
+    else:
+        splits = _load_one(name, cfg)
+    if holdout_per_class is not None:  # the paper-002 protocol: equal counts per class in valid and test
+        from .hybrid import balanced_holdout
+        for split in ("valid", "test"):
+            if split in splits:
+                splits[split] = balanced_holdout(splits[split], holdout_per_class, int(cfg.get("split_seed", 0)))
+    return splits
+
+
+def _load_hybrid(cfg: dict) -> dict[str, SampleList]:
+    from .hybrid import merge_sources, source_names
+    sources = cfg.pop("sources", None)
+    if not sources or not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+        raise DatasetError("dataset 'hybrid' needs data.sources: a list of dataset configs, "
+                           "e.g. [{dataset: fer2013, root: ...}, {dataset: ckplus, root: ...}]")
+    shared = {k: cfg[k] for k in ("labels", "split_seed", "valid_fraction") if k in cfg}
+    per_source = []
+    for name, src in zip(source_names(sources), sources):
+        if src.get("dataset") == "hybrid":
+            raise DatasetError("a hybrid dataset's sources cannot be hybrid themselves")
+        src = {**shared, **{k: v for k, v in src.items() if k != "name"}}
+        per_source.append((name, _load_one(src.pop("dataset", "ferplus"), src)))
+    return merge_sources(per_source)
+
+
+def _load_one(name: str, cfg: dict) -> dict[str, SampleList]:
+    cfg = dict(cfg)
     if name not in DATASET_READERS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_READERS))}")
     root = cfg.pop("root", None) or (default_ferplus_root() if name == "ferplus" else None)

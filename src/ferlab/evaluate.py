@@ -39,6 +39,10 @@ def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None,
             sub = classification_metrics(y[~mask], pred[~mask], labels)
             m[f"without_{flag}"] = {k: v for k, v in sub.items() if not isinstance(v, (dict, list))}
             m[f"n_{flag}"] = int(mask.sum())
+    src = samples.flags.get("source")
+    if src is not None:  # hybrid datasets: the same metrics per source dataset
+        m["per_source"] = {name: {k: v for k, v in classification_metrics(y[src == name], pred[src == name], labels).items()
+                                  if not isinstance(v, (dict, list))} for name in dict.fromkeys(src.tolist())}
     m["skipped"] = [list(s) for s in samples.skipped]
     if out_prefix is not None:
         out_prefix = Path(out_prefix)

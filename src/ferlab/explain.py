@@ -32,6 +32,8 @@ def gradcam(model, x: torch.Tensor, *args, target: torch.Tensor | None = None, l
     finally:
         h1.remove()
         h2.remove()
+    if getattr(model, "gradcam_channels_last", False):  # (B, h, w, C) stages, e.g. timm's Swin
+        store = {k: v.permute(0, 3, 1, 2) for k, v in store.items()}
     w = store["grad"].mean(dim=(2, 3), keepdim=True)
     cam = F.relu((w * store["act"]).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]

@@ -66,7 +66,7 @@ def write_predictions(path: Path, names, y_true, probs, label_set, flags: dict |
         w.writerow(["image", "true", "pred", *extra, *[f"p_{n}" for n in label_set]])
         for i, name in enumerate(names):
             pred = int(np.argmax(probs[i]))
-            w.writerow([name, label_set[int(y_true[i])], label_set[pred], *[int(flags[k][i]) for k in extra],
+            w.writerow([name, label_set[int(y_true[i])], label_set[pred], *[flags[k][i] if flags[k].dtype.kind in 'US' else int(flags[k][i]) for k in extra],
                         *[f"{p:.5f}" for p in probs[i]]])
 
 

@@ -10,7 +10,9 @@ from .datasets.base import SampleList
 def stratified_holdout(s: SampleList, fraction: float, seed: int = 0) -> tuple[SampleList, SampleList]:
     idx = np.arange(len(s))
     counts = np.bincount(s.labels)
-    strat = s.labels if counts[counts > 0].min() >= 2 else None
+    n_classes, n_held = int((counts > 0).sum()), int(np.ceil(fraction * len(s)))
+    # stratify where every class can give one sample to each side (small sets: a plain random split)
+    strat = s.labels if counts[counts > 0].min() >= 2 and n_classes <= min(n_held, len(s) - n_held) else None
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     return s.subset(np.sort(tr)), s.subset(np.sort(va))
 
@@ -45,6 +47,8 @@ def merge(parts: list[SampleList]) -> SampleList:
     groups = None
     if all(p.groups is not None for p in parts):
         groups = [g for p in parts for g in p.groups]
+    flags = {k: np.concatenate([p.flags[k] for p in parts]) for k in parts[0].flags
+             if all(k in p.flags for p in parts)}
     return SampleList(paths=[x for p in parts for x in p.paths], labels=np.concatenate([p.labels for p in parts]),
-                      label_set=ls, targets=np.concatenate([p.targets for p in parts]), groups=groups,
+                      label_set=ls, targets=np.concatenate([p.targets for p in parts]), groups=groups, flags=flags,
                       skipped=[x for p in parts for x in p.skipped], source="+".join(p.source for p in parts))

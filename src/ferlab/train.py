@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,8 @@ from .data import load_images, load_splits, standardise
 from .losses import build_loss, logits_of
 from .metrics import classification_metrics
 from .models import create_model, model_args, needs_landmarks
+from .hybrid import BALANCE_AUGMENT
+from .sam import build_sam
 
 
 def _dist_info():
@@ -171,6 +174,10 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         splits["train"] = tr
     model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
                          **cfg["model"].get("kwargs", {})).to(device)
+    built_for = getattr(model, "img_size", None)  # models with a fixed input size (RASA grid, Swin)
+    if built_for is not None and int(built_for) != size:
+        raise ValueError(f"model {cfg['model']['name']} is built for {built_for}x{built_for} input but data.img_size "
+                         f"is {size}; set model.kwargs.img_size={size}")
     use_lm = needs_landmarks(model)
     landmarks = {}
     if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
@@ -180,11 +187,24 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if world > 1 and rank == 0:
         dist.barrier()
     report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}
+    # paper 002: minority classes filled up to equal counts with augmented copies made on the fly
+    copies = np.zeros(0, np.int64)
+    if dcfg.get("balance_by_augmentation"):
+        if dcfg.get("balanced_sampling"):
+            raise ValueError("data.balance_by_augmentation and data.balanced_sampling are two ways to balance; pick one")
+        from .hybrid import balance_plan
+        copies = balance_plan(tr.labels, len(label_set), seed, dcfg.get("balance_target"))
     if rank == 0:
-        (out / "data_report.json").write_text(json.dumps(
-            {n: {"source": s.source, "n": len(s), "class_counts": s.class_counts(),
-                 "skipped": [list(x) for x in s.skipped]} for n, s in splits.items()}, indent=1))
+        from .hybrid import composition
+        report = {n: {"source": s.source, "n": len(s), "class_counts": s.class_counts(), "composition": composition(s),
+                      "skipped": [list(x) for x in s.skipped]} for n, s in splits.items()}
+        report["train"]["generated_copies"] = {"n": int(len(copies)), "class_counts": {
+            name: int(c) for name, c in zip(label_set, np.bincount(tr.labels[copies], minlength=len(label_set)))}}
+        (out / "data_report.json").write_text(json.dumps(report, indent=1))
         log(f"data: " + ", ".join(f"{n}={len(s)}" for n, s in splits.items()) + f"; labels={list(label_set)}")
+        if len(copies):
+            log(f"  train balanced by augmentation: {len(copies)} generated copies, "
+                f"{len(tr) + len(copies)} samples per epoch")
         for n, sk in report_skipped.items():
             for item, why in sk:
                 log(f"  skipped ({n}): {item}: {why}")
@@ -195,10 +215,12 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     aux = bool(getattr(model, "has_aux_outputs", False))  # models whose loss needs more than logits (DAN)
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     bs = int(tcfg["batch_size"])
-    n_train = len(tr)
+    sample_src = np.concatenate([np.arange(len(tr)), copies])  # epoch sample -> image (copies repeat images)
+    n_train = len(sample_src)
     per_rank = math.ceil(n_train / world)
     steps = max(1, per_rank // bs)
     opt = build_optimizer(cfg, model)
+    sam = build_sam(cfg, opt)
     sched = build_scheduler(cfg, opt, steps)
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -207,6 +229,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if dcfg.get("balanced_sampling"):
         counts = np.bincount(tr.labels, minlength=len(label_set)).astype(float)
         weights = 1.0 / counts[tr.labels]
+    sample_src = torch.from_numpy(sample_src)
     targets_all = torch.from_numpy(tr.targets)
     x_all = torch.from_numpy(arrays["train"])
     lm_all = torch.from_numpy(landmarks["train"]) if use_lm else None
@@ -249,12 +272,22 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=rank != 0 or not tcfg.get("progress", True),
                    leave=False, mininterval=5)
         for step in bar:
-            idx = order[step * bs:(step + 1) * bs]
+            pos = order[step * bs:(step + 1) * bs]
+            idx = sample_src[pos]
             x, pts = x_all[idx].to(device).float() / 255.0, None
             if use_lm:  # landmarks move (and are relabelled on flips) with the image
                 x, pts = augment_batch(x, cfg["augment"], g, lm_all[idx].to(device))
             else:
                 x = augment_batch(x, cfg["augment"], g)
+            is_copy = pos >= len(tr)
+            if bool(is_copy.any()):  # generated copies: the paper's balancing augmentation on top
+                sel = torch.nonzero(is_copy).flatten().to(device)
+                if use_lm:
+                    xc, pc = augment_batch(x[sel], BALANCE_AUGMENT, g, pts[sel])
+                    pts = pts.index_copy(0, sel, pc)
+                else:
+                    xc = augment_batch(x[sel], BALANCE_AUGMENT, g)
+                x = x.index_copy(0, sel, xc)
             x = standardise(x, norm)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -262,17 +295,29 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             tgt = targets_all[idx].to(device)
             if mode == "probability":
                 tgt = F.one_hot(torch.multinomial(tgt, 1, generator=None).squeeze(1), tgt.shape[1]).float()
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                outputs = net(*args, return_aux=True) if aux else net(*args)
+
+            def forward_backward():
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    outs = net(*args, return_aux=True) if aux else net(*args)
+                loss = criterion(outs, tgt)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                return outs, loss, dict(getattr(criterion, "parts", {}))
+
+            if sam is None:
+                outputs, loss, parts = forward_backward()
+            else:  # SAM: gradient at w (local under DDP), step with the gradient at w + e
+                with net.no_sync() if ddp else contextlib.nullcontext():
+                    outputs, loss, parts = forward_backward()
+                sam.perturb(scaler.get_scale() if scaler.is_enabled() else 1.0)
+                forward_backward()
+                sam.restore()
             logits = logits_of(outputs)
-            loss = criterion(outputs, tgt)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
             loss_sum += float(loss.detach()) * len(idx)
-            for k, v in getattr(criterion, "parts", {}).items():
+            for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
             total += len(idx)
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())

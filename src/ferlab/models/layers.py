@@ -1,5 +1,6 @@
 """Building blocks shared by ferlab's models: image patches (around landmarks, on a grid, global),
-a pre-norm transformer encoder block whose attention can be read out, attention rollout.
+a pre-norm transformer encoder block whose attention can be read out, attention rollout, and the
+excitation half of squeeze-and-excitation for feature vectors.
 
 Every function here works on whole batches with tensor ops (no Python loop over patches), so the
 same code runs on CPU and GPU and exports to ONNX.
@@ -46,6 +47,23 @@ def global_patch(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The whole image averaged down to one P x P patch: (B, 1, C * P * P)."""
     b, c = x.shape[:2]
     return F.adaptive_avg_pool2d(x, int(patch_size)).reshape(b, 1, -1)
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel re-weighting of a feature vector (Hu et al. 2018, the excitation part only, as paper
+    002 uses it on a transformer's pooled output): x * sigmoid(W2 relu(W1 x)), W1: C -> C/r."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 class SelfAttention(nn.Module):
