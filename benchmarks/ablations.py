@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ablations.py rasa [--subset N] [--epochs E]
     .venv/bin/python benchmarks/ablations.py dan  [--subset N] [--epochs E]
+    .venv/bin/python benchmarks/ablations.py swin_se [--subset N] [--epochs E]
 
 Every row trains the model's FER+ CPU recipe (configs/<model>_ferplus_cpu.yaml) with one change, on
 the same fixed training subset (seeded) for the same number of epochs; the best epoch is chosen on
@@ -19,6 +20,9 @@ DAN (paper 001; its ablations are on RAF-DB):
   Fig. 5    1 / 2 / 4 / 8 cross attention heads
   Table 1   FCN loss: none / center loss / affinity loss
   Table 2   AFN loss: without / with the partition loss
+Swin-SE (paper 002; its Table 2 is on AffectNet, 7 classes, after hybrid training):
+  Table 2   Swin-T / Swin-T + SE / Swin-T + SE + SAM (SAM makes two passes per step: the same
+            epochs cost it about twice the time)
 """
 import argparse
 import json
@@ -79,6 +83,16 @@ STUDIES = {
             "2 (AFN loss)": [("-", "no_partition"), ("partition loss", "heads4_affinity_partition")],
         },
     },
+    "swin_se": {
+        "subset": 6000, "epochs": 5, "paper_dataset": "AffectNet",
+        "rows": {
+            "swin_t": (["model.name=swin_t", "optim.sam=null"], 0.4921),
+            "swin_se": (["optim.sam=null"], 0.5104),
+            "swin_se_sam": ([], 0.5310),
+        },
+        "tables": {"2 (SE and SAM)": [("Swin-T", "swin_t"), ("Swin-T + SE", "swin_se"),
+                                      ("Swin-T + SE + SAM", "swin_se_sam")]},
+    },
 }
 
 
@@ -106,7 +120,7 @@ def main():
         hist, test = r["history"], r["test"]
         rows[name] = {"config": cfg["model"]["name"], "overrides": ovr, "best_epoch": r["best_epoch"] + 1, "valid_accuracy": r["best_valid_accuracy"],
                       "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
-                      "test_macro_f1": test["macro_f1"],
+                      "test_macro_f1": test["macro_f1"], "test_weighted_f1": test["weighted_f1"],
                       "test_accuracy_without_duplicates": test["without_duplicate"]["accuracy"],
                       "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(len(hist), 1),
                       "wall_seconds_this_call": time.time() - t0, "paper_accuracy": paper}

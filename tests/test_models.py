@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,3 +74,16 @@ def test_bad_weights_file(tmp_path):
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(WeightsError, match="no tensor"):
         load_pretrained_file(create_model("resnet18").net, tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_recipe_builds(path):
+    """Each committed recipe: its model builds for its data (weights files left out) and its loss builds."""
+    from ferlab.config import load_config
+    from ferlab.losses import build_loss
+    cfg = load_config(path)
+    kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k != "pretrained_file"}
+    m = create_model(cfg["model"]["name"], num_classes=8, in_chans=cfg["data"]["channels"], **kw)
+    assert getattr(m, "img_size", cfg["data"]["img_size"]) == cfg["data"]["img_size"]
+    build_loss(cfg)
