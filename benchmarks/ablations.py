@@ -65,7 +65,7 @@ STUDIES = {
         },
     },
     "dan": {
-        "subset": 6000, "epochs": 8, "paper_dataset": "RAF-DB",
+        "subset": 6000, "epochs": 5, "paper_dataset": "RAF-DB",
         "rows": {
             "heads4_affinity_partition": ([], 0.8970),
             "heads1": (["model.kwargs.num_heads=1"], None),
