@@ -12,6 +12,8 @@ Mixed precision: with a GradScaler the first-pass gradients are scaled; `perturb
 divides the scale out before taking the norm, and makes no move when they are not finite (the
 scaler then skips the step as usual). Weights are restored before `scaler.step`, so a skipped step
 never leaves them perturbed.
+BatchNorm running statistics see both passes (as in the reference implementations); the reported
+training loss and accuracy are the first pass's, at w.
 DDP: run the first pass under `model.no_sync()`, so each process perturbs with its own gradient
 (the paper's m-sharpness, m = the per-process batch); the second pass is all-reduced as usual, so
 every process takes the same step.
