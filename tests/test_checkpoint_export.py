@@ -41,3 +41,23 @@ def test_export_half_and_onnx(tmp_path):
     sess = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
     onnx_out = sess.run(None, {"image": x.numpy()})[0]
     np.testing.assert_allclose(onnx_out, half(x).detach().numpy(), atol=1e-3, rtol=1e-3)
+
+
+def test_int8_weights_by_hand_and_round_trip(tmp_path):
+    from ferlab.checkpoint import INT8_SCALE, quantize_int8
+    w = torch.tensor([[0.5, -1.27, 0.01], [2.54, 0.0, -0.02]])
+    q, scale = quantize_int8(w)
+    # per output row: scale = max|w| / 127 -> 0.01 and 0.02; q = round(w / scale)
+    torch.testing.assert_close(scale, torch.tensor([0.01, 0.02]))
+    assert q.dtype == torch.int8 and q.tolist() == [[50, -127, 1], [127, 0, -1]]
+    torch.manual_seed(0)
+    m = create_model("resnet18", num_classes=3, in_chans=1).eval()
+    save_model(tmp_path / "q", m, _meta(), int8=True)
+    from safetensors.torch import load_file
+    sd = load_file(str(tmp_path / "q.safetensors"))
+    assert sd["net.layer1.0.conv1.weight"].dtype == torch.int8 and "net.layer1.0.conv1.weight" + INT8_SCALE in sd
+    assert sd["net.layer1.0.bn1.weight"].dtype == torch.float16
+    m2, _ = load_model(tmp_path / "q")
+    x = torch.randn(4, 1, 48, 48)
+    ref, out = torch.softmax(m(x), 1), torch.softmax(m2(x), 1)
+    assert (ref - out).abs().max() < 0.02 and not torch.equal(ref, out)

@@ -21,11 +21,29 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save_model(path, model: nn.Module, meta: dict, half: bool = False) -> None:
-    """Write PATH.safetensors and PATH.json (meta: arch, labels, preprocessing, config)."""
+INT8_SCALE = ".int8_scale"
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 of a weight matrix / conv kernel: (q, scale), w ~ q * scale."""
+    scale = w.detach().float().abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
+    q = torch.round(w.detach().float() / scale.view(-1, *[1] * (w.ndim - 1))).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: bool = False) -> None:
+    """Write PATH.safetensors and PATH.json (meta: arch, labels, preprocessing, config).
+    half: float tensors as float16. int8: weight matrices and kernels as int8 with one float scale
+    per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping)."""
     path = Path(path)
-    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in _unwrap(model).state_dict().items()}
+    sd = {}
+    for k, v in _unwrap(model).state_dict().items():
+        v = v.detach().cpu()
+        if int8 and v.is_floating_point() and v.ndim >= 2:
+            sd[k], sd[k + INT8_SCALE] = quantize_int8(v)
+        else:
+            sd[k] = v.half() if (half or int8) and v.is_floating_point() else v
+    sd = {k: v.contiguous() for k, v in sd.items()}
     atomic_write_bytes(path.with_suffix(".safetensors"), save(sd, metadata={"format": "pt"}))
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
 
@@ -52,6 +70,9 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
         sd = load_file(str(wpath))
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{wpath}: cannot read ({e})") from None
+    for k in [k for k in sd if k.endswith(INT8_SCALE)]:  # int8-stored weights back to float
+        scale, base = sd.pop(k), k[:-len(INT8_SCALE)]
+        sd[base] = sd[base].float() * scale.view(-1, *[1] * (sd[base].ndim - 1))
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
     model.load_state_dict(sd)

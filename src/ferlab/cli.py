@@ -159,9 +159,10 @@ def cmd_export(a):
     from .checkpoint import load_model, save_model
     model, meta = load_model(a.checkpoint)
     out = Path(a.out)
-    meta = {**meta, "exported_from": str(a.checkpoint), "dtype": "float16" if a.half else "float32"}
+    meta = {**meta, "exported_from": str(a.checkpoint),
+            "dtype": "int8 weights (per-channel scales)" if a.int8 else "float16" if a.half else "float32"}
     meta.pop("config", None) if a.drop_config else None
-    save_model(out, model, meta, half=a.half)
+    save_model(out, model, meta, half=a.half, int8=a.int8)
     print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
     if a.onnx:
         import torch
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint")
     x.add_argument("out", help="output path without suffix")
     x.add_argument("--half", action="store_true", help="store weights as float16")
+    x.add_argument("--int8", action="store_true", help="store weight matrices as int8 + per-channel scales (4x smaller)")
     x.add_argument("--onnx", action="store_true", help="also write OUT.onnx (float32)")
     x.add_argument("--drop-config", action="store_true", help="leave the training config out of the JSON")
     x.set_defaults(fn=cmd_export)
