@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import register_model
-from .weights import WeightsError, adapt_and_load, read_state_dict
+from .weights import adapt_and_load, build_with_weights, read_state_dict, require_loaded
 
 
 def _conv_bn(cin, cout, kernel, padding):
@@ -186,21 +186,11 @@ def load_dan_weights(model: DAN, path) -> dict:
     else:
         key_map, what = torchvision_resnet_key_map, "ResNet trunk"
     report = adapt_and_load(model, sd, key_map)
-    trunk_missing = [k for k in report["missing"] if k.startswith("backbone.") and "num_batches_tracked" not in k]
-    if trunk_missing:
-        raise WeightsError(f"{path}: {len(trunk_missing)} ResNet trunk tensors did not match, e.g. {trunk_missing[0]} "
-                           f"(read as {what})")
+    require_loaded(report, "backbone.", path, "ResNet trunk", f"read as {what}")
     return report
-
-
-def _build(num_classes=7, in_chans=3, pretrained_file=None, **kwargs) -> DAN:
-    model = DAN(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    if pretrained_file:
-        load_dan_weights(model, pretrained_file)
-    return model
 
 
 @register_model
 def dan(**kwargs) -> DAN:
     """DAN with a ResNet-18 trunk and 4 cross attention heads (paper defaults)."""
-    return _build(**kwargs)
+    return build_with_weights(DAN, load_dan_weights, **kwargs)

@@ -29,7 +29,7 @@ from timm.layers import trunc_normal_
 
 from .layers import EncoderBlock, attention_rollout, global_patch, grid_patches, landmark_patches
 from .registry import register_model
-from .weights import WeightsError, adapt_and_load, read_state_dict
+from .weights import adapt_and_load, read_state_dict, require_loaded
 
 LANDMARK_SETS = {"non_jaw": list(range(17, 68)), "all": list(range(68))}
 
@@ -181,10 +181,8 @@ def _build(num_classes=8, in_chans=1, pretrained_file=None, **kwargs) -> RASA:
         head = sd.get("head.weight")
         skip = ("head.",) if head is None or head.shape[0] != num_classes else ()
         report = adapt_and_load(model, sd, skip_prefixes=skip)
-        missing = [k for k in report["missing"] if k.startswith("blocks.")]
-        if missing:
-            raise WeightsError(f"{pretrained_file}: {len(missing)} encoder tensors did not match, e.g. {missing[0]} "
-                               "(the checkpoint's width, heads or depth differ from this model's)")
+        require_loaded(report, "blocks.", pretrained_file, "encoder",
+                       "the checkpoint's width, heads or depth differ from this model's")
     return model
 
 

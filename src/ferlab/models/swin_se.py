@@ -27,7 +27,7 @@ from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 
 from .layers import SqueezeExcitation
 from .registry import register_model
-from .weights import WeightsError, adapt_and_load, read_state_dict
+from .weights import WeightsError, adapt_and_load, build_with_weights, read_state_dict, require_loaded
 
 NUM_STAGES = 4
 
@@ -49,7 +49,7 @@ def check_swin_sizes(img_size: int, patch_size: int, window_size: int, num_stage
 
 
 class SwinSE(nn.Module):
-    def __init__(self, num_classes: int = 8, in_chans: int = 3, img_size: int = 224, patch_size: int = 4,
+    def __init__(self, num_classes: int = 7, in_chans: int = 3, img_size: int = 224, patch_size: int = 4,
                  window_size: int = 7, embed_dim: int = 96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
                  se: bool = True, se_reduction: int = 16, drop_rate: float = 0.0, drop_path_rate: float = 0.1):
         super().__init__()
@@ -98,26 +98,17 @@ def load_swin_weights(model: SwinSE, path) -> dict:
         except Exception as e:  # noqa: BLE001 - any converter failure means the file is not a Swin checkpoint
             raise WeightsError(f"{path}: cannot convert as a Swin checkpoint ({type(e).__name__}: {e})") from None
         report = adapt_and_load(model, sd, lambda k: None if k.startswith("head.") else "swin." + k)
-    missing = [k for k in report["missing"] if k.startswith("swin.")]
-    if missing:
-        raise WeightsError(f"{path}: {len(missing)} Swin backbone tensors did not match, e.g. {missing[0]}")
+    require_loaded(report, "swin.", path, "Swin backbone")
     return report
-
-
-def _build(num_classes=7, in_chans=3, pretrained_file=None, **kwargs) -> SwinSE:
-    model = SwinSE(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    if pretrained_file:
-        load_swin_weights(model, pretrained_file)
-    return model
 
 
 @register_model
 def swin_se(**kwargs) -> SwinSE:
     """Swin-T + squeeze-and-excitation on the pooled features (paper 002's model)."""
-    return _build(**{"se": True, **kwargs})
+    return build_with_weights(SwinSE, load_swin_weights, **{"se": True, **kwargs})
 
 
 @register_model
 def swin_t(**kwargs) -> SwinSE:
     """Swin-T with a linear classifier (paper 002's baseline, no SE)."""
-    return _build(**{**kwargs, "se": False})
+    return build_with_weights(SwinSE, load_swin_weights, **{**kwargs, "se": False})

@@ -80,3 +80,19 @@ def adapt_and_load(model: nn.Module, sd: dict[str, torch.Tensor], key_map: Calla
 
 def load_pretrained_file(model: nn.Module, path, key_map=None, skip_prefixes=()) -> dict[str, list[str]]:
     return adapt_and_load(model, read_state_dict(path), key_map, skip_prefixes)
+
+
+def require_loaded(report: dict, prefix: str, path, what: str, hint: str = "") -> None:
+    """A clear error when tensors of the pretrained part (keys starting with `prefix`) stayed unloaded."""
+    missing = [k for k in report["missing"] if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise WeightsError(f"{path}: {len(missing)} {what} tensors did not match, e.g. {missing[0]}" +
+                           (f" ({hint})" if hint else ""))
+
+
+def build_with_weights(model_cls, load_fn, pretrained_file=None, **kwargs) -> nn.Module:
+    """model_cls(**kwargs), then `load_fn(model, pretrained_file)` when a weights file is given."""
+    model = model_cls(**kwargs)
+    if pretrained_file:
+        load_fn(model, pretrained_file)
+    return model
