@@ -258,6 +258,8 @@ def test_hybrid_dataset_merges_and_reports(hybrid_sources):
     b = load_splits({"dataset": "hybrid", "labels": labels, "sources": hybrid_sources, "holdout_per_class": "min"})
     counts = np.bincount(b["test"].labels, minlength=3)
     assert (counts == counts.min()).all() and counts.min() == 3
+    with pytest.raises(ValueError, match="holdout_per_class must be"):
+        load_splits({"dataset": "hybrid", "labels": labels, "sources": hybrid_sources, "holdout_per_class": "half"})
     with pytest.raises(ValueError, match="data.sources"):
         load_splits({"dataset": "hybrid", "labels": labels})
 
@@ -272,6 +274,9 @@ def test_balance_plan_fills_every_class_up():
     used = np.bincount(copies[labels[copies] == 1], minlength=13)[10:13]
     assert sorted(used.tolist()) == [2, 2, 3]
     assert np.array_equal(copies, balance_plan(labels, 4, seed=0))
+    assert len(balance_plan(labels, 4, seed=0, target=12)) == 2 + 9 + 11
+    with pytest.raises(ValueError, match="balance_target"):
+        balance_plan(labels, 4, target="most")
 
 
 def test_autocontrast_stretches_each_image():

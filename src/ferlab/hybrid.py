@@ -63,9 +63,12 @@ def balanced_holdout(s: SampleList, per_class, seed: int = 0) -> SampleList:
     """At most `per_class` samples of each class (`"min"`: the smallest present class count), drawn
     with a fixed seed; classes with fewer samples keep all of theirs."""
     counts = np.bincount(s.labels, minlength=len(s.label_set))
-    k = int(counts[counts > 0].min()) if per_class == "min" else int(per_class)
-    if k < 1:
-        raise DatasetError(f"holdout_per_class must be a positive number or 'min', not {per_class!r}")
+    if per_class == "min":
+        k = int(counts[counts > 0].min())
+    elif isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1:
+        k = per_class
+    else:
+        raise DatasetError(f"holdout_per_class must be a positive whole number or 'min', not {per_class!r}")
     rng = np.random.RandomState(seed)
     keep = []
     for c in range(len(s.label_set)):
@@ -80,7 +83,10 @@ def balance_plan(labels: np.ndarray, num_classes: int, seed: int = 0, target=Non
     through them in a seeded order, so every image is copied about equally often); the copy's
     augmentation is drawn anew every epoch, so nothing is written to disk."""
     counts = np.bincount(labels, minlength=num_classes)
-    target = int(counts.max()) if target in (None, "max") else int(target)
+    if target in (None, "max"):
+        target = int(counts.max())
+    elif not isinstance(target, int) or isinstance(target, bool) or target < 1:
+        raise DatasetError(f"balance_target must be a positive whole number or 'max', not {target!r}")
     rng = np.random.RandomState(seed)
     copies = []
     for c in range(num_classes):
