@@ -83,7 +83,8 @@ def test_every_recipe_builds(path):
     from ferlab.config import load_config
     from ferlab.losses import build_loss
     cfg = load_config(path)
-    kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k != "pretrained_file"}
+    from ferlab.models.weights import WEIGHT_FILE_KWARGS
+    kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k not in WEIGHT_FILE_KWARGS}
     m = create_model(cfg["model"]["name"], num_classes=8, in_chans=cfg["data"]["channels"], **kw)
     assert getattr(m, "img_size", cfg["data"]["img_size"]) == cfg["data"]["img_size"]
     build_loss(cfg)

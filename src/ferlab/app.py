@@ -17,7 +17,8 @@ import torch
 
 from .checkpoint import load_model
 from .data import resize_face, standardise
-from .faces import DlibLandmarks, FaceDetector, align_face
+from .faces import FaceDetector, align_face
+from .faces.landmarks import make_landmarker
 from .faces.landmarks import resize_points
 from .models import model_args, needs_landmarks
 from .imageio import as_rgb
@@ -29,7 +30,8 @@ def default_model_path() -> Path:
 
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
-                 min_score: float = FaceDetector.DEFAULT_MIN_SCORE):
+                 min_score: float = FaceDetector.DEFAULT_MIN_SCORE, landmarks: str | None = None):
+        """`landmarks`: 'dlib' (default) or the weights of a landmark net from `ferlab landmarks train`."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         path = Path(model) if model else default_model_path()
         self.model, self.meta = load_model(path, self.device)
@@ -37,7 +39,7 @@ class FaceAnalyzer:
         self.labels = list(self.meta["labels"])
         self.pre = self.meta["preprocess"]
         self.detector = FaceDetector(detector, upsample=upsample, min_score=min_score)
-        self.landmarker = DlibLandmarks()
+        self.landmarker = make_landmarker(landmarks)
 
     def _tensor(self, crops_u8: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(crops_u8).to(self.device).float() / 255.0

@@ -72,7 +72,7 @@ def cmd_predict(a):
         else:
             items.append((str(p), p))
     single = len(items) == 1
-    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
     results, skipped = [], []
     for name, src in items:
         try:
@@ -184,7 +184,7 @@ def cmd_explain(a):
     from .explain import explain_faces
     from .imageio import as_rgb
     rgb, name = _astronaut() if a.image is None else (as_rgb(a.image), a.image)
-    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
     out = Path(a.out) if a.out else Path("outputs/explain") / f"{Path(name).stem}_explain.png"
     faces = explain_faces(fa, rgb, out, max_faces=a.max_faces, is_crop=a.crop)
     if not faces:
@@ -198,12 +198,26 @@ def cmd_explain(a):
 
 
 def cmd_landmarks(a):
+    """`ferlab landmarks CONFIG`: cache dlib's points for a dataset; `ferlab landmarks train CONFIG`:
+    fit the MobileFaceNet landmark net to them (ferlab.landmark_training)."""
+    from pathlib import Path
+
     import numpy as np
     from .config import load_config
     from .data import load_splits
     from .faces import dataset_landmarks
-    data_cfg = load_config(None if a.config == "-" else a.config, a.overrides)["data"]
-    for name, s in load_splits(data_cfg).items():
+    action, rest = ("train", a.args[1:]) if a.args[0] == "train" else ("cache", a.args)
+    if not rest:
+        raise UserError("usage: ferlab landmarks [train] CONFIG [section.key=value ...]")
+    cfg = load_config(None if rest[0] == "-" else rest[0], rest[1:])
+    if action == "train":
+        from .landmark_training import train_landmarks
+        r = train_landmarks(cfg)
+        print(f"best epoch {r['best_epoch']}: valid NME {r['valid_nme']:.4f} against dlib"
+              + (f", test NME {r['test']['nme']:.4f}" if "test" in r else "")
+              + f"; weights in {Path(cfg.get('landmarks', {}).get('out_dir', 'runs/landmarks')) / 'best.safetensors'}")
+        return 0
+    for name, s in load_splits(cfg["data"]).items():
         pts, ok = dataset_landmarks(s)
         print(f"{name}: landmarks for {int(ok.sum())} of {len(s)} images cached "
               f"(mean inter-ocular distance {np.linalg.norm(pts[ok, 36:42].mean(1) - pts[ok, 42:48].mean(1), axis=1).mean():.1f} px)"
@@ -254,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--min-score", type=float, default=0.25,
                        help="dlib HOG detection margin to keep a face (0 = dlib's own cut, more false faces)")
         q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
+        q.add_argument("--landmarks", default="dlib",
+                       help="'dlib' or landmark-net weights from `ferlab landmarks train` (faster)")
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")
@@ -272,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
     e.set_defaults(fn=cmd_evaluate)
-    lm = sub.add_parser("landmarks", help="compute and cache dlib 68-point landmarks for a dataset's images")
-    lm.add_argument("config", help="YAML config whose data section names the dataset, or -")
-    lm.add_argument("overrides", nargs="*")
+    lm = sub.add_parser("landmarks", help="cache dlib's 68 points for a dataset (CONFIG), or train the "
+                                          "MobileFaceNet landmark net on them (train CONFIG)",
+                        usage="ferlab landmarks [train] CONFIG [section.key=value ...]")
+    lm.add_argument("args", nargs="+", metavar="[train] CONFIG [overrides]",
+                    help="YAML config whose data section names the dataset (or -), then overrides")
     lm.set_defaults(fn=cmd_landmarks)
     dc = sub.add_parser("data", help="what a data config reads: images per split, source and class")
     dc.add_argument("config", help="YAML config whose data section to read, or -")
@@ -296,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
     ex.add_argument("--upsample", type=int, default=1)
     ex.add_argument("--min-score", type=float, default=0.25)
+    ex.add_argument("--landmarks", default="dlib", help="'dlib' or landmark-net weights")
     ex.add_argument("--out", default=None, help="PNG path (default outputs/explain/NAME_explain.png)")
     ex.set_defaults(fn=cmd_explain)
     return p

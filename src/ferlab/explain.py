@@ -3,6 +3,8 @@
 - Models with an ``explain_map`` method give their own map in the form their paper uses
   (RASA: attention from the pooled output back to the landmark patches, paper 000 Fig. 3).
 - Models with ``head_maps`` (DAN) show one map per attention head (paper 001 Fig. 1), plus Grad-CAM.
+- Models with ``attention_maps`` (PCDA) show the landmark heatmap with the landmark net's 68 points
+  (paper 003 Fig. 2), the class token's cross attention over the face, and Grad-CAM (Fig. 6).
 - Every other model gets Grad-CAM (Selvaraju et al. 2017) on its ``gradcam_layer()``.
 """
 from __future__ import annotations
@@ -57,6 +59,14 @@ def explain_batch(model, x: torch.Tensor, landmarks: torch.Tensor | None = None)
             out = model.explain_map(x, *args)
         out["method"] = "attention rollout from the pooled output to the patches"
         out["panels"] = [("attention: pooled output\n-> patches (rollout)", _unit(out["map"]))]
+    elif hasattr(model, "attention_maps"):
+        out = gradcam(model, x, *args)
+        maps = model.attention_maps(x)
+        out["panels"] = [("landmark heatmap (dot-product\nattention) + landmark net points", maps["heatmap"].cpu()),
+                         ("class token -> face\n(cross attention, last block)", maps["class_attention"].cpu()),
+                         ("Grad-CAM (image backbone)", _unit(out["map"]))]
+        out["centres"] = maps["landmarks"]
+        out["method"] = "landmark heatmap, cross attention, Grad-CAM"
     elif hasattr(model, "gradcam_layer"):
         out = gradcam(model, x, *args)
         out["panels"] = [("Grad-CAM", _unit(out["map"]))]
@@ -116,7 +126,8 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
     titles, centres, weights = [], None, None
     if "centres" in out:
         centres = out["centres"].cpu().numpy()
-        weights = out["weights"][:, :centres.shape[1]].cpu().numpy()
+        if "weights" in out:
+            weights = out["weights"][:, :centres.shape[1]].cpu().numpy()
     for i, r in enumerate(records):
         top = int(probs[i].argmax())
         r.update({"label": analyzer.labels[top], "confidence": float(probs[i, top])})

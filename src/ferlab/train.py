@@ -30,6 +30,7 @@ from .data import load_images, load_splits, standardise
 from .losses import build_loss, logits_of
 from .metrics import classification_metrics
 from .models import create_model, model_args, needs_landmarks
+from .models.weights import WEIGHT_FILE_KWARGS
 from .hybrid import BALANCE_AUGMENT
 from .sam import build_sam
 
@@ -75,7 +76,9 @@ def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
 def model_meta(cfg: dict, label_set, extra=None) -> dict:
     d = cfg["data"]
     meta = {"arch": cfg["model"]["name"], "labels": list(label_set),
-            "model_kwargs": {"in_chans": d["channels"], **cfg["model"].get("kwargs", {})},
+            # weight files are only read to initialise training: the checkpoint holds every weight
+            "model_kwargs": {"in_chans": d["channels"], **{k: v for k, v in cfg["model"].get("kwargs", {}).items()
+                                                           if k not in WEIGHT_FILE_KWARGS}},
             "preprocess": {"img_size": d["img_size"], "channels": d["channels"], "mean": cfg["norm"]["mean"],
                            "std": cfg["norm"]["std"], "framing": d.get("framing", "fer2013")},
             "config": cfg}
@@ -233,7 +236,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     targets_all = torch.from_numpy(tr.targets)
     x_all = torch.from_numpy(arrays["train"])
     lm_all = torch.from_numpy(landmarks["train"]) if use_lm else None
-    criterion = build_loss(cfg)
+    criterion = build_loss(cfg, label_set)
     norm = cfg["norm"]
     epochs = int(cfg["schedule"]["epochs"])
     start_epoch, best, history = 0, {"valid_accuracy": -1.0, "epoch": -1}, []

@@ -71,6 +71,56 @@ class DlibLandmarks:
         return (pts + 0.5) / upscale - 0.5
 
 
+class NetLandmarks:
+    """68 points from a MobileFaceNet landmark regressor (trained by `ferlab landmarks train`):
+    the fast alternative to dlib in the face front end. The face box is widened by `margin` to the
+    framing of the faces it was trained on (FER2013-style crops with some forehead and chin)."""
+    name = "mobilefacenet-68"
+
+    def __init__(self, path, margin: float = 0.15, device: str = "cpu"):
+        from ..models.mobilefacenet import mobilefacenet_landmarks
+        self.net = mobilefacenet_landmarks(pretrained_file=str(path)).eval().to(device)
+        self.margin, self.device = float(margin), device
+
+    def on_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(N, 68, 2) points in the pixels of each gray or RGB uint8 crop, one batched forward pass."""
+        import cv2
+        import torch
+        if not crops:
+            return np.zeros((0, 68, 2), np.float32)
+        size = self.net.input_size
+        batch = np.stack([cv2.resize(c if c.ndim == 2 else cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (size, size),
+                                     interpolation=cv2.INTER_AREA if min(c.shape[:2]) > size else cv2.INTER_LINEAR)
+                          for c in crops])[:, None]
+        with torch.no_grad():
+            x = (torch.from_numpy(batch).float().to(self.device) / 255.0 - 0.5) / 0.5
+            u = self.net(x).cpu().numpy()
+        hw = np.array([[c.shape[1], c.shape[0]] for c in crops], np.float32)[:, None, :]
+        return (u * hw - 0.5).astype(np.float32)
+
+    def on_crop(self, crop: np.ndarray) -> np.ndarray:
+        return self.on_crops([crop])[0]
+
+    def __call__(self, image: np.ndarray, box) -> np.ndarray:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+        s = int(round(side))
+        h, w = image.shape[:2]
+        pad = max(0, -left, -top, left + s - w, top + s - h)
+        img = np.pad(image, [(pad, pad), (pad, pad)] + [(0, 0)] * (image.ndim - 2), mode="edge") if pad else image
+        crop = img[top + pad:top + pad + s, left + pad:left + pad + s]
+        return self.on_crop(crop) + np.array([left, top], np.float32)
+
+
+def make_landmarker(spec: str | None = None):
+    """'dlib' (default) or the path of landmark-net weights from `ferlab landmarks train`."""
+    if spec in (None, "", "dlib"):
+        return DlibLandmarks()
+    return NetLandmarks(spec)
+
+
 def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
     cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with

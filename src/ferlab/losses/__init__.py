@@ -4,9 +4,10 @@
     loss: {name: bce, activation: softmax}              # paper 000 (RASA), eqs. 9-10
 
     loss: {name: dan, lambda_affinity: 1.0, lambda_partition: 1.0}   # paper 001 (DAN), eq. 7
+    loss: {name: neaa, weight: 0.01}                     # paper 003 (PCDA), eq. 11
 
 Every loss takes (outputs, targets): outputs are the logits, or a model's dict of outputs with
-"logits" and what its loss needs (DAN: features, heads, centres); targets are (N, C) class
+"logits" and what its loss needs (DAN: features, heads, centres; PCDA: features); targets are (N, C) class
 distributions (one-hot for majority labels, vote distributions for FER+ "crossentropy" mode).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from .affinity import affinity_loss
 from .bce import SoftmaxBCELoss
 from .center import center_loss
+from .neaa import neaa_loss
 from .outputs import logits_of
 from .partition import partition_loss
 
@@ -74,21 +76,50 @@ class DANLoss(nn.Module):
         return total
 
 
+class NeAALoss(nn.Module):
+    """Paper 003, eq. 11: CE + weight * NeAA (eqs. 6-10) on the model's class-token features.
+    `neutral_index` is the neutral class's index in the label set (set by build_loss from the
+    data's labels; None: no class is treated as neutral, i.e. the plain anchor loss)."""
+
+    def __init__(self, weight: float = 0.01, neutral_index: int | None = 0, detach_anchor: bool = True,
+                 label_smoothing: float = 0.0):
+        super().__init__()
+        self.weight, self.neutral_index, self.detach_anchor = float(weight), neutral_index, bool(detach_anchor)
+        self.ce = CrossEntropyLoss(label_smoothing)
+        self.parts: dict[str, float] = {}
+
+    def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, dict) or "features" not in outputs:
+            raise ValueError("the neaa loss needs the model's class-token features (a model with aux outputs, e.g. pcda)")
+        ce = self.ce(outputs, targets)
+        if self.weight == 0:
+            self.parts = {"ce": float(ce.detach())}
+            return ce
+        neaa = neaa_loss(outputs["features"], outputs["logits"], targets.argmax(1), self.neutral_index,
+                         self.detach_anchor)
+        self.parts = {"ce": float(ce.detach()), "neaa": float(neaa.detach())}
+        return ce + self.weight * neaa
+
+
 register_loss("cross_entropy")(CrossEntropyLoss)
 register_loss("bce")(SoftmaxBCELoss)
 register_loss("dan")(DANLoss)
+register_loss("neaa")(NeAALoss)
 
 
 def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
-def build_loss(cfg: dict) -> nn.Module:
+def build_loss(cfg: dict, label_set=None) -> nn.Module:
     """From a full config: ``loss`` section (name + keyword arguments). Older configs without one
-    get cross-entropy with ``train.label_smoothing``."""
+    get cross-entropy with ``train.label_smoothing``. `label_set` (class names) tells the neaa loss
+    which class is neutral."""
     spec = dict(cfg.get("loss") or {})
     name = spec.pop("name", "cross_entropy")
-    if name in ("cross_entropy", "dan") and "label_smoothing" not in spec:
+    if name == "neaa" and label_set is not None and "neutral_index" not in spec:
+        spec["neutral_index"] = list(label_set).index("neutral") if "neutral" in label_set else None
+    if name in ("cross_entropy", "dan", "neaa") and "label_smoothing" not in spec:
         spec["label_smoothing"] = cfg.get("train", {}).get("label_smoothing", 0.0)
     if name not in _LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(list_losses())}")
@@ -99,5 +130,5 @@ def build_loss(cfg: dict) -> nn.Module:
                          f"replace the whole section, e.g. 'loss={{name: {name}}}'") from None
 
 
-__all__ = ["build_loss", "list_losses", "logits_of", "register_loss", "CrossEntropyLoss", "DANLoss", "SoftmaxBCELoss",
-           "affinity_loss", "center_loss", "partition_loss"]
+__all__ = ["build_loss", "list_losses", "logits_of", "register_loss", "CrossEntropyLoss", "DANLoss", "NeAALoss",
+           "SoftmaxBCELoss", "affinity_loss", "center_loss", "neaa_loss", "partition_loss"]

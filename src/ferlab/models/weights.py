@@ -13,6 +13,10 @@ import torch
 import torch.nn as nn
 
 
+# model kwargs that name files to initialise from (not part of the architecture)
+WEIGHT_FILE_KWARGS = ("pretrained_file", "landmark_file")
+
+
 class WeightsError(ValueError):
     pass
 
