@@ -178,7 +178,51 @@ def cmd_export(a):
     return 0
 
 
+def cmd_tsne(a):
+    """`ferlab explain --tsne`: t-SNE of a model's features over a dataset split."""
+    import copy
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from .app import default_model_path
+    from .checkpoint import load_model
+    from .config import load_config
+    from .data import load_images, load_splits, standardise
+    from .explain import feature_embedding, tsne_figure
+    from .models import model_args, needs_landmarks
+    path = Path(a.model) if a.model else default_model_path()
+    model, meta = load_model(path)
+    data_cfg = copy.deepcopy(load_config(a.config)["data"] if a.config else meta.get("config", {}).get("data", {}))
+    data_cfg["label_mode"] = "majority"
+    splits = load_splits(data_cfg)
+    if a.split not in splits:
+        raise UserError(f"the data has no {a.split!r} split ({', '.join(splits)})")
+    s = splits[a.split]
+    pre = meta["preprocess"]
+    imgs, ok = load_images(s, pre["img_size"], pre["channels"])
+    idx = np.flatnonzero(ok)
+    if a.max_images and len(idx) > a.max_images:
+        idx = np.sort(np.random.RandomState(0).permutation(idx)[:a.max_images])
+    lms = None
+    if needs_landmarks(model):  # RASA: the cached dlib points of the same faces
+        from .faces import dataset_landmarks
+        lms = dataset_landmarks(s, size=pre["img_size"])[0]
+    feats = []
+    for i in range(0, len(idx), 256):
+        b = idx[i:i + 256]
+        x = standardise(torch.from_numpy(imgs[b]).float() / 255.0, pre)
+        feats.append(feature_embedding(model, *model_args(model, x, None if lms is None else lms[b])).float().numpy())
+    out = Path(a.out) if a.out else Path("outputs/explain") / f"{path.stem}_tsne_{a.split}.png"
+    tsne_figure(np.concatenate(feats), s.labels[idx], list(meta["labels"]), out,
+                f"{meta['arch']}: t-SNE of {len(idx)} {a.split} faces")
+    print(f"wrote {out} ({len(idx)} faces)")
+    return 0
+
+
 def cmd_explain(a):
+    if a.tsne:
+        return cmd_tsne(a)
     from pathlib import Path
     from .app import FaceAnalyzer
     from .explain import explain_faces
@@ -315,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--upsample", type=int, default=1)
     ex.add_argument("--min-score", type=float, default=0.25)
     ex.add_argument("--landmarks", default="dlib", help="'dlib' or landmark-net weights")
+    ex.add_argument("--tsne", action="store_true",
+                    help="instead: a t-SNE plot of the model's features over a dataset split (paper 004 Fig. 4)")
+    ex.add_argument("--config", default=None, help="with --tsne: config whose data section to read "
+                                                   "(default: the model's training data)")
+    ex.add_argument("--split", default="test", help="with --tsne: the split to embed")
+    ex.add_argument("--max-images", type=int, default=2000, help="with --tsne: at most this many faces (seeded)")
     ex.add_argument("--out", default=None, help="PNG path (default outputs/explain/NAME_explain.png)")
     ex.set_defaults(fn=cmd_explain)
     return p

@@ -140,3 +140,56 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
             r["patch_weights"] = [round(float(v), 5) for v in out["weights"][i]]
     render([c.transpose(1, 2, 0) for c in batch], out["panels"], titles, out_path, centres, weights)
     return records
+
+
+@torch.no_grad()
+def feature_embedding(model, x: torch.Tensor, *args) -> torch.Tensor:
+    """The features the classifier sees, (B, D): the model's ``embed`` when it has one, else the
+    input of its final linear layer (``classifier``, ``head`` or the timm trunk's classifier)."""
+    if hasattr(model, "embed") and not args:
+        return model.embed(x)
+    layer = None
+    for find in (lambda m: m.classifier, lambda m: m.head, lambda m: m.net.get_classifier()):
+        try:
+            layer = find(model)
+            break
+        except AttributeError:
+            continue
+    if not isinstance(layer, torch.nn.Module):
+        raise ValueError(f"{type(model).__name__}: no classifier layer to read features from")
+    store = {}
+    h = layer.register_forward_pre_hook(lambda m, inp: store.__setitem__("f", inp[0]))
+    try:
+        model(x, *args)
+    finally:
+        h.remove()
+    return store["f"].flatten(1)
+
+
+def tsne_figure(features: np.ndarray, labels: np.ndarray, names: list[str], path, title: str = "", seed: int = 0) -> Path:
+    """2-D t-SNE (van der Maaten & Hinton 2008) of the features, one colour per true class
+    (paper 004 Fig. 4). Uses scikit-learn's TSNE (PCA initialisation, perplexity 30 or less)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+    if len(features) < 5:
+        raise ValueError(f"t-SNE needs at least 5 faces, got {len(features)}")
+    xy = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(features) - 1) / 3), random_state=seed,
+              learning_rate="auto").fit_transform(np.asarray(features, np.float32))
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    cmap = plt.get_cmap("tab10")
+    for c, name in enumerate(names):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(c % 10), label=f"{name} ({int(sel.sum())})")
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "t-SNE of the classifier's input features", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

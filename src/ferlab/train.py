@@ -222,9 +222,40 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     n_train = len(sample_src)
     per_rank = math.ceil(n_train / world)
     steps = max(1, per_rank // bs)
-    opt = build_optimizer(cfg, model)
-    sam = build_sam(cfg, opt)
-    sched = build_scheduler(cfg, opt, steps)
+    # two-stage schedule (paper 004): the pretrained backbone frozen for schedule.freeze_epochs,
+    # then everything trained at schedule.finetune_lr (constant)
+    freeze_epochs = int(cfg["schedule"].get("freeze_epochs") or 0)
+    if freeze_epochs:
+        if not hasattr(model, "freeze_backbone"):
+            raise ValueError(f"schedule.freeze_epochs: model {cfg['model']['name']} has no backbone to freeze")
+        if not cfg["model"].get("kwargs", {}).get("pretrained_file"):
+            raise ValueError("schedule.freeze_epochs freezes a pretrained backbone: give model.kwargs.pretrained_file "
+                             "(a frozen random backbone learns nothing)")
+        if cfg["schedule"].get("finetune_lr") is None:
+            raise ValueError("schedule.freeze_epochs needs schedule.finetune_lr, the second stage's learning rate")
+    elif cfg["model"].get("kwargs", {}).get("freeze_backbone") and not cfg["model"]["kwargs"].get("pretrained_file"):
+        raise ValueError("model.kwargs.freeze_backbone needs pretrained weights (model.kwargs.pretrained_file)")
+
+    def phase_of(epoch: int) -> int:
+        return 0 if not freeze_epochs else (1 if epoch < freeze_epochs else 2)
+
+    def build_phase(epoch: int):
+        """Optimiser, SAM and scheduler for the training phase `epoch` falls in."""
+        c = cfg
+        if freeze_epochs:
+            model.freeze_backbone(epoch < freeze_epochs)
+            if epoch >= freeze_epochs:
+                c = {**cfg, "optim": {**cfg["optim"], "lr": float(cfg["schedule"]["finetune_lr"])},
+                     "schedule": {**cfg["schedule"], "name": "constant"}}
+        o = build_optimizer(c, model)
+        return o, build_sam(c, o), build_scheduler(c, o, steps)
+
+    state_path = out / "last_state.pt"
+    st = load_train_state(state_path) if resume and state_path.is_file() else None
+    start_epoch = int(st["epoch"]) + 1 if st else 0
+    opt, sam, sched = build_phase(start_epoch)
+    if ddp and freeze_epochs:  # DDP registers the parameters that train when it is built
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux)
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     mode = dcfg.get("label_mode", "majority")
@@ -239,17 +270,15 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     criterion = build_loss(cfg, label_set)
     norm = cfg["norm"]
     epochs = int(cfg["schedule"]["epochs"])
-    start_epoch, best, history = 0, {"valid_accuracy": -1.0, "epoch": -1}, []
-    state_path = out / "last_state.pt"
-    if resume and state_path.is_file():
-        st = load_train_state(state_path)
+    best, history = {"valid_accuracy": -1.0, "epoch": -1}, []
+    if st is not None:
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(out / "last.safetensors")))
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
+        if phase_of(start_epoch) == phase_of(start_epoch - 1):  # else a fresh optimiser for the new phase
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
         if "scaler" in st:
             scaler.load_state_dict(st["scaler"])
-        start_epoch = int(st["epoch"]) + 1
         best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
         if rank == 0:
@@ -265,6 +294,12 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                 dist.destroy_process_group()
             return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
                     "history": history, "interrupted": True}
+        if freeze_epochs and epoch == freeze_epochs and epoch != start_epoch:  # stage two: unfreeze
+            opt, sam, sched = build_phase(epoch)
+            if ddp:
+                net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux)
+            if rank == 0:
+                log(f"epoch {epoch + 1}: backbone unfrozen, lr {cfg['schedule']['finetune_lr']}")
         t0 = time.time()
         net.train()
         torch.manual_seed(seed * 100003 + epoch + 7)
