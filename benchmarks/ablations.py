@@ -23,6 +23,14 @@ DAN (paper 001; its ablations are on RAF-DB):
 Swin-SE (paper 002; its Table 2 is on AffectNet, 7 classes, after hybrid training):
   Table 2   Swin-T / Swin-T + SE / Swin-T + SE + SAM (SAM makes two passes per step: the same
             epochs cost it about twice the time)
+PCDA (paper 003; its ablations are on RAF-DB):
+  Table 1   the 8 on/off rows of dot-product attention, cross attention, NeAA loss
+  Table 3   neutral recall and F1 without / with NeAA (Table 1 rows 5 and 8)
+  Table 4   heatmap from the landmark features: Conv / Sum+Repeat / Abs+Sum+Repeat / Max+Repeat
+Conv-cut (paper 004):
+  Table 2   self-attention and Detail Extraction on/off (paper on FERPlus)
+  Table 3   one / two / three separable convs in Detail Extraction (paper on RAF-DB)
+  and where to cut ConvNeXt-Base (params, FLOPs, accuracy per cut point; not in the paper)
 """
 import argparse
 import json
@@ -87,7 +95,8 @@ STUDIES = {
         },
     },
     "swin_se": {
-        "subset": 6000, "epochs": 5, "paper_dataset": "AffectNet",
+        # from scratch the 6000-image subset leaves every row at the neutral-only plateau, as for DAN
+        "subset": 0, "epochs": 6, "paper_dataset": "AffectNet",
         "rows": {
             "swin_t": (["model.name=swin_t", "optim.sam=null"], 0.4921),
             "swin_se": (["optim.sam=null"], 0.5104),
@@ -95,6 +104,56 @@ STUDIES = {
         },
         "tables": {"2 (SE and SAM)": [("Swin-T", "swin_t"), ("Swin-T + SE", "swin_se"),
                                       ("Swin-T + SE + SAM", "swin_se_sam")]},
+    },
+    "pcda": {
+        "subset": 0, "epochs": 3, "paper_dataset": "RAF-DB",
+        "rows": {
+            "none": (["model.kwargs.dot_attention=false", "model.kwargs.cross_attention=false", "loss.weight=0"], 0.9130),
+            "dot": (["model.kwargs.cross_attention=false", "loss.weight=0"], 0.9142),
+            "cross": (["model.kwargs.dot_attention=false", "loss.weight=0"], 0.9149),
+            "neaa": (["model.kwargs.dot_attention=false", "model.kwargs.cross_attention=false"], 0.9165),
+            "dot_cross": (["loss.weight=0"], 0.9179),
+            "cross_neaa": (["model.kwargs.dot_attention=false"], 0.9167),
+            "dot_neaa": (["model.kwargs.cross_attention=false"], 0.9195),
+            "full_max": ([], 0.9231),
+            "heatmap_conv": (["model.kwargs.heatmap=conv"], 0.9146),
+            "heatmap_sum": (["model.kwargs.heatmap=sum"], 0.9172),
+            "heatmap_abs_sum": (["model.kwargs.heatmap=abs_sum"], 0.9159),
+        },
+        "tables": {
+            "1 (dot-product attention, cross attention, NeAA)": [
+                ("- / - / -", "none"), ("dot / - / -", "dot"), ("- / cross / -", "cross"), ("- / - / NeAA", "neaa"),
+                ("dot / cross / -", "dot_cross"), ("- / cross / NeAA", "cross_neaa"), ("dot / - / NeAA", "dot_neaa"),
+                ("dot / cross / NeAA", "full_max")],
+            "4 (heatmap from the landmark features)": [
+                ("Conv", "heatmap_conv"), ("Sum+Repeat", "heatmap_sum"), ("Abs+Sum+Repeat", "heatmap_abs_sum"),
+                ("Max+Repeat", "full_max")],
+        },
+        # paper Table 3: neutral recall / F1 without and with NeAA (its rows 5 and 8)
+        "neutral": [("without NeAA", "dot_cross", (0.8971, 0.9050)), ("with NeAA", "full_max", (0.9397, 0.9116))],
+    },
+    "convcut": {
+        "subset": 0, "epochs": 8, "paper_dataset": "FERPlus",
+        "rows": {
+            "de_sa": ([], 0.9569),
+            "no_de_no_sa": (["model.kwargs.detail_extraction=false", "model.kwargs.self_attention=false"], 0.7571),
+            "sa_only": (["model.kwargs.detail_extraction=false"], 0.7831),
+            "de_only": (["model.kwargs.self_attention=false"], 0.8246),
+            "de_1_layer": (["model.kwargs.de_layers=1"], 0.9286),
+            "de_3_layers": (["model.kwargs.de_layers=3"], 0.9524),
+            "cut_stage1": (["model.kwargs.stages=1"], None),
+            "cut_stage2_plus9": (["model.kwargs.stages=2", "model.kwargs.blocks=9"], None),
+            "cut_stage3": (["model.kwargs.stages=3"], None),
+        },
+        "tables": {
+            "2 (self-attention, Detail Extraction; paper rows on FERPlus)": [
+                ("- / -", "no_de_no_sa"), ("SA / -", "sa_only"), ("- / DE", "de_only"), ("SA / DE", "de_sa")],
+            "3 (separable conv layers in Detail Extraction; paper on RAF-DB)": [
+                ("one", "de_1_layer"), ("two", "de_sa"), ("three", "de_3_layers")],
+            "(where to cut ConvNeXt-Base; not in the paper)": [
+                ("after stage 1", "cut_stage1"), ("after stage 2 (default)", "de_sa"),
+                ("stage 2 + 9 blocks of stage 3", "cut_stage2_plus9"), ("after stage 3", "cut_stage3")],
+        },
     },
 }
 
@@ -126,6 +185,8 @@ def main():
                       "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
                       "test_macro_f1": test["macro_f1"], "test_weighted_f1": test["weighted_f1"],
                       "test_accuracy_without_duplicates": test["without_duplicate"]["accuracy"],
+                      **model_cost(cfg),
+                      "test_per_class": {k: {m: v[m] for m in ("recall", "f1")} for k, v in test.get("per_class", {}).items()},
                       "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(len(hist), 1),
                       "wall_seconds_this_call": time.time() - t0, "paper_accuracy": paper}
         print(name, json.dumps(rows[name]), flush=True)
@@ -142,16 +203,35 @@ def main():
     print(markdown_tables(study, old))
 
 
+def model_cost(cfg: dict) -> dict:
+    """Parameters and FLOPs (one face) of a row's model, from its config."""
+    from ferlab.models import create_model
+    from ferlab.models.weights import WEIGHT_FILE_KWARGS
+    from ferlab.profiling import count_flops, count_params
+    d = cfg["data"]
+    kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k not in WEIGHT_FILE_KWARGS}
+    m = create_model(cfg["model"]["name"], num_classes=8, in_chans=d["channels"], **kw)
+    return {"params": count_params(m), "flops": count_flops(m, (1, d["channels"], d["img_size"], d["img_size"]))}
+
+
 def markdown_tables(study: dict, rows: dict) -> str:
     lines = []
     for title, items in study["tables"].items():
-        lines += [f"\nTable {title}", f"| variant | valid acc | test acc | test acc (dedup) | paper ({study['paper_dataset']}) |",
-                  "|---|---|---|---|---|"]
+        lines += [f"\nTable {title}", f"| variant | params | GFLOPs | valid acc | test acc | test acc (dedup) | "
+                                         f"paper ({study['paper_dataset']}) |", "|---|---|---|---|---|---|---|"]
         for label, key in items:
             if key in rows:
                 r, paper = rows[key], rows[key]["paper_accuracy"]
-                lines.append(f"| {label} | {r['valid_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
+                cost = (f"{r['params'] / 1e6:.2f} M | {r['flops'] / 1e9:.2f} | " if "params" in r else "- | - | ")
+                lines.append(f"| {label} | {cost}{r['valid_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
                              f"{r['test_accuracy_without_duplicates']:.2%} | {'-' if paper is None else f'{paper:.1%}'} |")
+    if study.get("neutral"):
+        lines += ["\nTable 3 (neutral class, test)", "| variant | neutral recall | neutral F1 | paper recall / F1 |",
+                  "|---|---|---|---|"]
+        for label, key, (p_rec, p_f1) in study["neutral"]:
+            if key in rows and "neutral" in rows[key].get("test_per_class", {}):
+                n = rows[key]["test_per_class"]["neutral"]
+                lines.append(f"| {label} | {n['recall']:.4f} | {n['f1']:.4f} | {p_rec:.4f} / {p_f1:.4f} |")
     return "\n".join(lines)
 
 

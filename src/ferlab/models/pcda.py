@@ -245,6 +245,12 @@ def pcda(pretrained_file=None, landmark_file=None, **kwargs) -> PCDA:
     """PCDA with IR-50 + frozen MobileFaceNet landmarks, Max+Repeat heatmap, 2 cross blocks (paper)."""
     model = PCDA(**kwargs)
     if landmark_file:
+        from pathlib import Path
+        from .weights import WeightsError
+        if not Path(landmark_file).is_file():
+            raise WeightsError(f"{landmark_file}: no landmark-net weights there; train them once with "
+                               "`ferlab landmarks train configs/landmarks_ferplus.yaml` (or give "
+                               "mobilefacenet_model_best.pth.tar)")
         load_mobilefacenet_weights(model.landmark_net, landmark_file)
     if pretrained_file:
         load_pcda_weights(model, pretrained_file)
