@@ -68,3 +68,27 @@ def git_commit() -> str:
 
 def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@torch.no_grad()
+def costs_by_module(model: torch.nn.Module, input_shape, modules: dict[str, torch.nn.Module]) -> dict:
+    """Params and forward FLOPs of named parts of a model in one forward pass (paper 003 Table 8
+    style): {name: {"params", "flops"}} plus "total"; FLOPs are those spent inside each part."""
+    model.eval()
+    args = example_inputs(model, input_shape)
+    with FlopCounterMode(display=False) as fc:
+        model(*args)
+    counts = fc.get_flop_counts()
+    names = {id(m): n for n, m in model.named_modules()}
+    root = type(model).__name__
+    out = {}
+    for label, mod in modules.items():
+        key = f"{root}.{names[id(mod)]}" if names.get(id(mod)) else root
+        if key in counts:
+            flops = sum(counts[key].values())
+        else:  # a part used through one of its methods, not its forward: its direct children's sum
+            depth = key.count(".") + 1
+            flops = sum(sum(v.values()) for k, v in counts.items() if k.startswith(key + ".") and k.count(".") == depth)
+        out[label] = {"params": count_params(mod), "flops": int(flops)}
+    out["total"] = {"params": count_params(model), "flops": int(fc.get_total_flops())}
+    return out
