@@ -79,6 +79,17 @@ def explain_batch(model, x: torch.Tensor, landmarks: torch.Tensor | None = None)
     return out
 
 
+def save_figure(fig, path) -> Path:
+    """Write a matplotlib figure as a PNG (folders created) and close it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None, point_weights=None) -> Path:
     """One row per face: the aligned crop, then each panel's map over it (patch centres on the
     first panel, if any). `panels`: list of (name, (B, H, W) maps)."""
@@ -103,12 +114,7 @@ def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None
                                edgecolors="black", linewidths=0.4)
         for ax in axes[i]:
             ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_crop: bool = False) -> list[dict]:
@@ -187,9 +193,4 @@ def tsne_figure(features: np.ndarray, labels: np.ndarray, names: list[str], path
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "t-SNE of the classifier's input features", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
