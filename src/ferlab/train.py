@@ -216,7 +216,6 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         model = model.to(memory_format=torch.channels_last)
     ddp = world > 1
     aux = bool(getattr(model, "has_aux_outputs", False))  # models whose loss needs more than logits (DAN)
-    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     bs = int(tcfg["batch_size"])
     sample_src = np.concatenate([np.arange(len(tr)), copies])  # epoch sample -> image (copies repeat images)
     n_train = len(sample_src)
@@ -254,8 +253,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     st = load_train_state(state_path) if resume and state_path.is_file() else None
     start_epoch = int(st["epoch"]) + 1 if st else 0
     opt, sam, sched = build_phase(start_epoch)
-    if ddp and freeze_epochs:  # DDP registers the parameters that train when it is built
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux)
+    # built after the phase's freezing: DDP registers the parameters that train when it is built
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     mode = dcfg.get("label_mode", "majority")
