@@ -244,12 +244,13 @@ def test_landmark_net_outputs_and_box_geometry(monkeypatch, tmp_path):
     assert isinstance(lm, NetLandmarks)
     pts = lm.on_crops([np.zeros((48, 48), np.uint8), np.zeros((60, 60, 3), np.uint8)])
     assert pts.shape == (2, 68, 2)
-    # __call__ crops a square box widened by the margin and maps points back to the photo
+    # __call__ cuts the box to the FER2013 framing and maps points back to the photo: the crop's
+    # centre point lands 0.036 / 0.057 box sides left of / above the box centre
     monkeypatch.setattr(lm, "on_crop", lambda crop: np.full((68, 2), (crop.shape[1] - 1) / 2, np.float32))
     img = np.zeros((200, 300, 3), np.uint8)
-    p = lm(img, (100, 50, 160, 130))   # centre (130, 90); also works when the box leaves the image
-    assert np.allclose(p, [130, 90], atol=1.0)
-    assert np.allclose(lm(img, (-20, -20, 40, 40)), [10, 10], atol=1.0)
+    p = lm(img, (100, 50, 180, 130))   # an 80-px box centred at (140, 90)
+    assert np.allclose(p, [140 - 0.036 * 80, 90 - 0.057 * 80], atol=1.0)
+    assert np.allclose(lm(img, (-20, -20, 40, 40)), [10 - 0.036 * 60, 10 - 0.057 * 60], atol=1.0)  # past the edge
     # NME: a 1-pixel shift of every point with eye corners 10 apart -> 0.1
     t = np.zeros((1, 68, 2), np.float32)
     t[0, 45, 0] = 10

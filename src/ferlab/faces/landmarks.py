@@ -73,14 +73,18 @@ class DlibLandmarks:
 
 class NetLandmarks:
     """68 points from a MobileFaceNet landmark regressor (trained by `ferlab landmarks train`):
-    the fast alternative to dlib in the face front end. The face box is widened by `margin` to the
-    framing of the faces it was trained on (FER2013-style crops with some forehead and chin)."""
+    the fast alternative to dlib in the face front end. A detector's face box is cut to the
+    framing of the FER2013 crops the net was trained on: a square of 1.28 box sides whose centre
+    sits 0.036 / 0.057 box sides left of / above the box centre (medians over FER+ training crops
+    against dlib's HOG box, `benchmarks/ferplus_framing.py`)."""
     name = "mobilefacenet-68"
+    CROP_SCALE = 1.28
+    BOX_OFFSET = (0.036, 0.057)
 
-    def __init__(self, path, margin: float = 0.15, device: str = "cpu"):
+    def __init__(self, path, device: str = "cpu"):
         from ..models.mobilefacenet import mobilefacenet_landmarks
         self.net = mobilefacenet_landmarks(pretrained_file=str(path)).eval().to(device)
-        self.margin, self.device = float(margin), device
+        self.device = device
 
     def on_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """(N, 68, 2) points in the pixels of each gray or RGB uint8 crop, one batched forward pass."""
@@ -103,8 +107,9 @@ class NetLandmarks:
 
     def __call__(self, image: np.ndarray, box) -> np.ndarray:
         x0, y0, x1, y1 = (float(v) for v in box)
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        box_side = max(x1 - x0, y1 - y0)
+        side = box_side * self.CROP_SCALE
+        cx, cy = (x0 + x1) / 2 - self.BOX_OFFSET[0] * box_side, (y0 + y1) / 2 - self.BOX_OFFSET[1] * box_side
         left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
         s = int(round(side))
         h, w = image.shape[:2]
