@@ -212,3 +212,29 @@ def test_convcut_trains_and_explains_with_gradcam_and_tsne(class_folder_dataset,
                  "--out", str(tsne)]) == 0
     assert tsne.read_bytes()[:4] == b"\x89PNG"
     assert main(["explain", "--tsne", "--model", str(out / "best.safetensors"), "--split", "nope"]) == 2
+
+
+def test_two_stage_schedule_under_ddp(class_folder_dataset, tmp_path):
+    """torchrun, 2 gloo processes: DDP is rebuilt when the backbone unfreezes, and the ranks stay in step."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from safetensors.torch import load_file
+    pre = small(num_classes=3)
+    save_model(tmp_path / "pre", pre, {"arch": "convcut", "labels": []})
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523",
+           "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={class_folder_dataset}",
+           "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "model.name=convcut",
+           f"model.kwargs={{backbone: convnext_atto, pretrained_file: {tmp_path / 'pre.safetensors'}}}",
+           "schedule.name=constant", "schedule.epochs=2", "schedule.freeze_epochs=1", "schedule.finetune_lr=0.0001",
+           "optim.name=adam", "optim.lr=0.001", "optim.weight_decay=0", "train.batch_size=8", "train.threads=1",
+           "train.progress=false", "augment.erasing=0", f"train.out_dir={out}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("backbone unfrozen") == 1
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist) == 2 and hist[1]["lr"] == pytest.approx(1e-4)
+    key = "backbone.stages.1.blocks.0.conv_dw.weight"
+    assert not torch.equal(load_file(str(out / "last.safetensors"))[key], pre.state_dict()[key])
