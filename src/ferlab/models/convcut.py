@@ -22,9 +22,17 @@ bottom and right ("same"-style) so small inputs keep a valid shape.
 
 Where to cut. The paper says both "the third and fourth stages are truncated" and "the first three
 stages are retained"; the authors' code cuts inside stage 3. `stages` / `blocks` make the cut a
-config value. The default (stages=2, blocks=0: stem + stages 1-2, 2.0 M backbone parameters)
-follows the text's first reading; benchmarks/results/convcut_cuts.json measures params, FLOPs and
-FER+ accuracy at each cut (see the README's Conv-cut section).
+config value. Whole model (8 classes) at each cut, params / GFLOPs at 64x64 gray (the FER+ CPU
+recipe) and at 224x224 RGB (the paper):
+
+    after stage 1                    0.52 M   0.21 / 2.64
+    after stage 2 (default)          2.31 M   0.44 / 5.36
+    stage 2 + 9 blocks of stage 3   22.0 M    1.06 / 13.1
+    after stage 3                   60.3 M    2.29 / 28.0
+
+The default (stages=2, blocks=0) follows the text's first reading and the paper's motive (a small
+network for small FER datasets); the FER+ accuracy of each cut, same budget, is the cut-point table
+of `benchmarks/ablations.py convcut` (benchmarks/results/convcut_ablations.json, README).
 
 Weights: `pretrained_file` = a ConvNeXt-Base checkpoint in timm's keys, the original facebook
 layout (`downsample_layers`, `dwconv`, `pwconv`; converted by timm's filter) or torchvision's
