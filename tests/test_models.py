@@ -88,3 +88,14 @@ def test_every_recipe_builds(path):
     m = create_model(cfg["model"]["name"], num_classes=8, in_chans=cfg["data"]["channels"], **kw)
     assert getattr(m, "img_size", cfg["data"]["img_size"]) == cfg["data"]["img_size"]
     build_loss(cfg)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "rasa", "dan", "swin_se", "pcda", "convcut"])
+def test_every_model_has_timms_classifier_api(name):
+    """get_classifier() is the final linear layer; reset_classifier changes it (t-SNE reads its input)."""
+    kw = {"img_size": 64, "patch_size": 4, "window_size": 4} if name == "swin_se" else \
+        {"img_size": 48, "embed_dim": 32, "num_heads": 4} if name == "pcda" else {}
+    m = create_model(name, num_classes=5, in_chans=1, **kw)
+    assert isinstance(m.get_classifier(), torch.nn.Linear) and m.get_classifier().out_features == 5
+    m.reset_classifier(3)
+    assert m.get_classifier().out_features == 3

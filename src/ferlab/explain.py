@@ -151,18 +151,10 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
 @torch.no_grad()
 def feature_embedding(model, x: torch.Tensor, *args) -> torch.Tensor:
     """The features the classifier sees, (B, D): the model's ``embed`` when it has one, else the
-    input of its final linear layer (``classifier``, ``head`` or the timm trunk's classifier)."""
+    input of its final linear layer (timm's ``get_classifier()``, which every ferlab model has)."""
     if hasattr(model, "embed") and not args:
         return model.embed(x)
-    layer = None
-    for find in (lambda m: m.classifier, lambda m: m.head, lambda m: m.net.get_classifier()):
-        try:
-            layer = find(model)
-            break
-        except AttributeError:
-            continue
-    if not isinstance(layer, torch.nn.Module):
-        raise ValueError(f"{type(model).__name__}: no classifier layer to read features from")
+    layer = model.get_classifier()
     store = {}
     h = layer.register_forward_pre_hook(lambda m, inp: store.__setitem__("f", inp[0]))
     try:

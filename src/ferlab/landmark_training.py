@@ -60,13 +60,14 @@ def _faces_with_points(samples, limit=None, seed=0):
 
 
 @torch.no_grad()
-def predict_points(net, imgs_u8: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, 1 or 3, S, S) uint8 crops -> (N, 68, 2) points in their pixels."""
+def predict_points(net, imgs_u8: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """(N, 1 or 3, S, S) uint8 crops -> (N, 68, 2) points in their pixels (the net's one input
+    convention: standardised as (x / 255 - 0.5) / 0.5, gray repeated to 3 channels by the net)."""
     net.eval()
     out = []
     for i in range(0, len(imgs_u8), batch_size):
-        x = (torch.from_numpy(imgs_u8[i:i + batch_size]).float() / 255.0 - NORM["mean"]) / NORM["std"]
-        out.append((net(x) * imgs_u8.shape[-1] - 0.5).numpy())
+        x = (torch.from_numpy(imgs_u8[i:i + batch_size]).to(device).float() / 255.0 - NORM["mean"]) / NORM["std"]
+        out.append((net(x) * imgs_u8.shape[-1] - 0.5).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
 
 

@@ -89,18 +89,16 @@ class NetLandmarks:
     def on_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """(N, 68, 2) points in the pixels of each gray or RGB uint8 crop, one batched forward pass."""
         import cv2
-        import torch
+        from ..landmark_training import predict_points
         if not crops:
             return np.zeros((0, 68, 2), np.float32)
         size = self.net.input_size
         batch = np.stack([cv2.resize(c if c.ndim == 2 else cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (size, size),
                                      interpolation=cv2.INTER_AREA if min(c.shape[:2]) > size else cv2.INTER_LINEAR)
                           for c in crops])[:, None]
-        with torch.no_grad():
-            x = (torch.from_numpy(batch).float().to(self.device) / 255.0 - 0.5) / 0.5
-            u = self.net(x).cpu().numpy()
-        hw = np.array([[c.shape[1], c.shape[0]] for c in crops], np.float32)[:, None, :]
-        return (u * hw - 0.5).astype(np.float32)
+        pts = predict_points(self.net, batch, device=self.device)          # in the 112x112 pixels
+        scale = np.array([[c.shape[1], c.shape[0]] for c in crops], np.float32)[:, None, :] / size
+        return ((pts + 0.5) * scale - 0.5).astype(np.float32)
 
     def on_crop(self, crop: np.ndarray) -> np.ndarray:
         return self.on_crops([crop])[0]

@@ -155,6 +155,9 @@ class ConvCut(nn.Module):
         f = self.detail(x)
         return f if pre_logits else self.classifier(self.drop(f))
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes)

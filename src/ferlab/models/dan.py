@@ -122,6 +122,9 @@ class DAN(nn.Module):
         fused = self.drop(heads.sum(dim=1))
         return fused if pre_logits else self.classifier_bn(self.classifier(fused))
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes)

@@ -87,7 +87,7 @@ class GDCHead(nn.Module):
 class MobileFaceNetLandmarks(nn.Module):
     """68-point regressor; `forward` -> (B, 68, 2) in [0, 1] of the 112x112 input."""
     input_size = INPUT_SIZE
-    feature_stages = ("conv_3", "conv_4", "conv_5")
+    STAGE_CHANNELS = {"conv_3": 64, "conv_4": 128, "conv_5": 128, "conv_6_sep": 512}
 
     def __init__(self, num_points: int = 68, in_chans: int = 3):
         super().__init__()

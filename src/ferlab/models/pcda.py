@@ -115,11 +115,12 @@ class PCDA(nn.Module):
         self.landmark_net = MobileFaceNetLandmarks(in_chans=3)
         self.landmark_stage, self.landmark_input = landmark_stage, landmark_input
         self.freeze_landmarks = bool(freeze_landmarks)
-        if self.freeze_landmarks:
-            self.landmark_net.requires_grad_(False)
+        if self.freeze_landmarks:  # frozen: no gradients, and its BatchNorm always in eval mode
+            self.landmark_net.requires_grad_(False).eval()
         c_img = self.image_backbone.num_features
-        with torch.no_grad():
-            c_lm = self.landmark_net.eval().forward_features(torch.zeros(1, 3, 112, 112), landmark_stage).shape[1]
+        if landmark_stage not in MobileFaceNetLandmarks.STAGE_CHANNELS:
+            raise ValueError(f"landmark_stage {landmark_stage!r}; one of {', '.join(MobileFaceNetLandmarks.STAGE_CHANNELS)}")
+        c_lm = MobileFaceNetLandmarks.STAGE_CHANNELS[landmark_stage]
         grid = img_size // self.image_backbone.reduction
         if grid < 1 or img_size % self.image_backbone.reduction:
             raise ValueError(f"img_size {img_size} must be a multiple of {self.image_backbone.reduction} "
@@ -153,9 +154,13 @@ class PCDA(nn.Module):
         return self
 
     # -- timm-style model API ---------------------------------------------------------------------
+    def landmark_net_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's (x - 0.5) / 0.5 input as the landmark net expects it."""
+        return x * 0.5 + 0.5 if self.landmark_input == "unit" else x
+
     def landmark_features(self, x: torch.Tensor) -> torch.Tensor:
         """f_lm on the image grid: (B, C_lm, grid, grid)."""
-        xl = x * 0.5 + 0.5 if self.landmark_input == "unit" else x
+        xl = self.landmark_net_input(x)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_landmarks):
             f = self.landmark_net.forward_features(xl, self.landmark_stage)
         if f.shape[-1] != self.grid or f.shape[-2] != self.grid:
@@ -191,6 +196,9 @@ class PCDA(nn.Module):
         cls = x[:, 0]
         return cls if pre_logits else self.classifier(cls)
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.embed_dim, num_classes)
@@ -224,8 +232,7 @@ class PCDA(nn.Module):
             m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             lo, hi = m.flatten(1).min(1).values[:, None, None], m.flatten(1).max(1).values[:, None, None]
             out[k] = (m - lo) / (hi - lo).clamp_min(1e-12)
-        xl = x * 0.5 + 0.5 if self.landmark_input == "unit" else x
-        out["landmarks"] = self.landmark_net(xl) * x.shape[-1] - 0.5
+        out["landmarks"] = self.landmark_net(self.landmark_net_input(x)) * x.shape[-1] - 0.5
         return out
 
 

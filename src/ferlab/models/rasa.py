@@ -126,6 +126,9 @@ class RASA(nn.Module):
         x = self.head_drop(x.mean(1))  # patch aggregation: mean over all N+1 tokens (eq. 8)
         return x if pre_logits else self.head(x)
 
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes)

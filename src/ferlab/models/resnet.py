@@ -33,6 +33,9 @@ class ResNetFER(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.net.forward_head(x, pre_logits=pre_logits)
 
+    def get_classifier(self) -> nn.Module:
+        return self.net.get_classifier()
+
     def reset_classifier(self, num_classes: int) -> None:
         self.net.reset_classifier(num_classes)
         self.num_classes = num_classes

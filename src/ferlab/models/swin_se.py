@@ -73,6 +73,9 @@ class SwinSE(nn.Module):
         v = self.se(self.swin.forward_head(x, pre_logits=True))
         return v if pre_logits else self.classifier(self.drop(v))
 
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes)
