@@ -1,0 +1,72 @@
+"""Estimated training time per FER+ epoch of each CPU recipe (the numbers quoted in configs/*_cpu.yaml
+to size their epochs): median seconds of a few training steps (forward, loss, backward, step) at the
+recipe's batch size and input, as the trainer runs them on a CPU (channels-last, the recipe's
+autocast dtype), times the steps of an epoch of 27,947 images. SAM recipes count two
+passes. Validation time is not included.
+
+    .venv/bin/python benchmarks/epoch_time.py       -> benchmarks/results/epoch_time_estimates.json
+"""
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ferlab.config import load_config
+from ferlab.models import create_model
+from ferlab.models.mobilefacenet import MobileFaceNetLandmarks
+from ferlab.models.weights import WEIGHT_FILE_KWARGS
+from ferlab.train import amp_dtype
+from ferlab.profiling import example_inputs, git_commit, machine_info, now_utc
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TRAIN = 27947
+RECIPES = ["resnet18_ferplus_cpu", "dan_ferplus_cpu", "swin_se_ferplus_cpu", "pcda_ferplus_cpu", "convcut_ferplus_cpu"]
+
+
+def step_seconds(model, args, n_classes, passes=1, repeats=3, amp=None) -> float:
+    model = model.to(memory_format=torch.channels_last).train()
+    args = (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    y = torch.randint(0, n_classes, (args[0].shape[0],))
+    times = []
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        for _ in range(passes):
+            with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+                out = model(*args)
+            loss = F.cross_entropy(out, y) if out.ndim == 2 else out.float().pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    torch.set_num_threads(2)
+    rows = {}
+    for name in RECIPES:
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        d, bs = cfg["data"], int(cfg["train"]["batch_size"])
+        kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k not in WEIGHT_FILE_KWARGS}
+        m = create_model(cfg["model"]["name"], num_classes=8, in_chans=d["channels"], **kw)
+        args = example_inputs(m, (bs, d["channels"], d["img_size"], d["img_size"]))
+        amp = amp_dtype(cfg["train"].get("amp", "auto"), torch.device("cpu"))
+        s = step_seconds(m, args, 8, passes=2 if cfg["optim"].get("sam") else 1, amp=amp)
+        rows[name] = {"seconds_per_step": s, "batch_size": bs, "minutes_per_epoch": s * (N_TRAIN // bs) / 60,
+                      "epochs": cfg["schedule"]["epochs"]}
+        print(f"{name}: {rows[name]['minutes_per_epoch']:.1f} min per epoch", flush=True)
+    s = step_seconds(MobileFaceNetLandmarks(), (torch.randn(64, 3, 112, 112),), 8)  # trained in float32
+    rows["landmarks_ferplus"] = {"seconds_per_step": s, "batch_size": 64, "minutes_per_epoch": s * (N_TRAIN // 64) / 60}
+    print(f"landmarks_ferplus: {rows['landmarks_ferplus']['minutes_per_epoch']:.1f} min per epoch")
+    out = ROOT / "benchmarks" / "results" / "epoch_time_estimates.json"
+    out.write_text(json.dumps({"rows": rows, "command": "python benchmarks/epoch_time.py", "date": now_utc(),
+                               "git_commit": git_commit(), "machine": machine_info()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
