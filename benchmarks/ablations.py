@@ -23,7 +23,8 @@ DAN (paper 001; its ablations are on RAF-DB):
 Swin-SE (paper 002; its Table 2 is on AffectNet, 7 classes, after hybrid training):
   Table 2   Swin-T / Swin-T + SE / Swin-T + SE + SAM (SAM makes two passes per step: the same
             epochs cost it about twice the time)
-PCDA (paper 003; its ablations are on RAF-DB):
+PCDA (paper 003; its ablations are on RAF-DB; rows train on the cached features of the main FER+
+run's frozen backbones, ferlab.head_training: flips are the only augmentation):
   Table 1   the 8 on/off rows of dot-product attention, cross attention, NeAA loss
   Table 3   neutral recall and F1 without / with NeAA (Table 1 rows 5 and 8)
   Table 4   heatmap from the landmark features: Conv / Sum+Repeat / Abs+Sum+Repeat / Max+Repeat
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from ferlab.config import load_config
 from ferlab.profiling import git_commit, machine_info, now_utc
+from ferlab.head_training import train_head
 from ferlab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,11 @@ STUDIES = {
                                       ("Swin-T + SE + SAM", "swin_se_sam")]},
     },
     "pcda": {
+        # every row changes only the attention module or the loss: the backbones are fixed at the main
+        # FER+ run's (its IR-50, the frozen landmark net), their features cached once (face + mirror
+        # image), and each row trains its attention module and classifier from scratch on them
         "subset": 0, "epochs": 3, "paper_dataset": "RAF-DB",
+        "head_training": "runs/pcda_ferplus_cpu/best.safetensors",
         "rows": {
             "none": (["model.kwargs.dot_attention=false", "model.kwargs.cross_attention=false", "loss.weight=0"], 0.9130),
             "dot": (["model.kwargs.cross_attention=false", "loss.weight=0"], 0.9142),
@@ -171,15 +177,21 @@ def main():
     epochs = a.epochs or study["epochs"]
     out_root = Path(a.out or f"runs/{a.model}_ablations/{'subset' + str(subset) if subset else 'full'}_{epochs}ep")
     res_path = ROOT / "benchmarks" / "results" / f"{a.model}_ablations.json"
+    head = study.get("head_training")
+    if head and not (ROOT / head).is_file():
+        raise SystemExit(f"{head}: the {a.model} ablation trains on this run's frozen backbones; train it first "
+                         f"(configs/{a.model}_ferplus_cpu.yaml)")
     rows = {}
     for name, (ovr, paper, *base) in study["rows"].items():
         if a.only and name not in a.only:
             continue
         cfg = load_config(ROOT / "configs" / f"{base[0] if base else a.model + '_ferplus_cpu'}.yaml",
                           ovr + ([f"data.train_subset={subset}"] if subset else []) + [f"schedule.epochs={epochs}",
-                                 f"train.out_dir={out_root / name}", "train.progress=false"])
+                                 f"train.out_dir={out_root / name}", "train.progress=false"] +
+                          ([f"head_training.backbone_file={ROOT / head}",
+                            f"head_training.cache_file={out_root / 'backbone_features.pt'}"] if head else []))
         t0 = time.time()
-        r = train(cfg, resume=True)
+        r = train_head(cfg, resume=True) if head else train(cfg, resume=True)
         hist, test = r["history"], r["test"]
         rows[name] = {"config": cfg["model"]["name"], "overrides": ovr, "best_epoch": r["best_epoch"] + 1, "valid_accuracy": r["best_valid_accuracy"],
                       "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
@@ -192,6 +204,8 @@ def main():
         print(name, json.dumps(rows[name]), flush=True)
     budget = ((f"FER+ train subset of {subset} images (seed 0)" if subset else "the full FER+ train set") +
               f", {epochs} epochs, the same for every row; best epoch on FER2013Valid, FER2013Test evaluated once per row")
+    if head:
+        budget += f"; backbones frozen at {head}, only the attention module and classifier trained, on cached features"
     prev = json.loads(res_path.read_text()) if res_path.is_file() else {}
     old = prev.get("rows", {}) if prev.get("budget") == budget else {}  # never mix rows of two budgets
     old.update(rows)

@@ -13,7 +13,7 @@ from ferlab.losses import NeAALoss, build_loss, neaa_loss
 from ferlab.models import create_model
 from ferlab.models.ir50 import IR50
 from ferlab.models.mobilefacenet import MobileFaceNetLandmarks, mobilefacenet_landmarks
-from ferlab.models.pcda import CrossFeatureBlock, LandmarkHeatmap
+from ferlab.models.pcda import PCDA, CrossFeatureBlock, LandmarkHeatmap
 from ferlab.models.weights import WeightsError
 
 
@@ -303,3 +303,54 @@ def test_pcda_trains_end_to_end_and_explains(class_folder_dataset, tmp_path):
     png = tmp_path / "pcda.png"
     assert main(["explain", "--model", str(out / "best.safetensors"), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_head_training_on_cached_features_keeps_the_backbones_and_matches_the_full_model(class_folder_dataset, tmp_path):
+    """benchmarks/ablations.py pcda: rows train only the attention module on the cached features of
+    a trained PCDA's frozen backbones; the result is an ordinary checkpoint that runs from images."""
+    from ferlab.config import load_config
+    from ferlab.head_training import train_head
+    from ferlab.train import train
+    src = MobileFaceNetLandmarks().eval()
+    save_model(tmp_path / "lm", src, {"arch": "mobilefacenet_landmarks", "labels": []})
+    base = ["data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
+            "data.img_size=32", "data.channels=1", "model.name=pcda",
+            f"model.kwargs={{img_size: 32, embed_dim: 32, num_heads: 4, landmark_file: {tmp_path / 'lm.safetensors'}}}",
+            "loss={name: neaa, weight: 0.01}", "optim.name=adam", "optim.lr=0.001", "optim.weight_decay=0",
+            "schedule.name=constant", "train.batch_size=8", "train.threads=1", "train.progress=false",
+            "augment.erasing=0"]
+    train(load_config(None, base + ["schedule.epochs=1", f"train.out_dir={tmp_path / 'full'}"]), log=lambda m: None)
+    backbone, _ = load_model(tmp_path / "full" / "best.safetensors")
+    cache = tmp_path / "features.pt"
+    logs = []
+    row = base + ["schedule.epochs=3", f"head_training.backbone_file={tmp_path / 'full' / 'best.safetensors'}",
+                  f"head_training.cache_file={cache}"]
+    r = train_head(load_config(None, row + [f"train.out_dir={tmp_path / 'row1'}"]), log=logs.append)
+    assert cache.is_file() and any("features cached" in m for m in logs)
+    assert len(r["history"]) == 3 and 0 <= r["test"]["accuracy"] <= 1 and "per_class" in r["test"]
+    m, meta = load_model(tmp_path / "row1" / "best.safetensors")
+    assert meta["head_training"]["backbone_file"].endswith("best.safetensors")
+    sd, ref = m.state_dict(), backbone.state_dict()
+    for k in sd:  # the backbones (BatchNorm statistics included) are the trained model's; the head is new
+        if k.startswith(PCDA.backbone_prefixes):
+            assert torch.equal(sd[k], ref[k]), k
+    assert not torch.equal(sd["classifier.weight"], ref["classifier.weight"])
+    # the cached-feature path and the image path give the same logits (float16 cache aside)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        feats = [f.half().float() for f in m.backbone_features(x)]
+        assert torch.allclose(m.forward_from_features(*feats), m(x), atol=2e-2)
+    # a second row reads the same cache; its valid accuracy is the full model's on the images
+    logs.clear()
+    r2 = train_head(load_config(None, row + ["model.kwargs.dot_attention=false", "schedule.epochs=1",
+                                              f"train.out_dir={tmp_path / 'row2'}"]), log=logs.append)
+    assert not any("features cached" in m for m in logs)
+    from ferlab.evaluate import evaluate_checkpoint_on_split
+    from ferlab.data import load_splits
+    valid = load_splits(load_config(None, base)["data"])["valid"]
+    assert abs(evaluate_checkpoint_on_split(tmp_path / "row2" / "best", valid)["accuracy"]
+               - r2["best_valid_accuracy"]) < 0.1
+    # a landmark net that trains cannot be cached
+    with pytest.raises(ValueError, match="frozen backbones"):
+        train_head(load_config(None, row + ["model.kwargs.freeze_landmarks=false", f"train.out_dir={tmp_path / 'r3'}"]),
+                   log=lambda m: None)

@@ -145,6 +145,23 @@ def _epoch_order(n, seed, epoch, weights=None):
     return torch.randperm(n, generator=g), g
 
 
+def load_split_arrays(dcfg: dict, seed: int = 0):
+    """A data config's splits and their decoded uint8 images, the images that fail to decode left
+    out (and reported in each split's `skipped`); data.train_subset keeps a fixed (seeded) subset."""
+    splits = load_splits(dcfg)
+    size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
+    arrays = {}
+    for name, s in splits.items():
+        imgs, ok = load_images(s, size, ch)
+        keep = np.flatnonzero(ok)
+        splits[name], arrays[name] = s.subset(keep), imgs[keep]
+    if dcfg.get("train_subset"):
+        tr = splits["train"]
+        idx = np.sort(np.random.RandomState(seed).permutation(len(tr))[:int(dcfg["train_subset"])])
+        splits["train"], arrays["train"] = tr.subset(idx), arrays["train"][idx]
+    return splits, arrays
+
+
 def train(cfg: dict, resume: bool = False, log=print) -> dict:
     """Run a training config. Returns the final report (valid + test metrics, paths)."""
     device = pick_device()
@@ -161,20 +178,10 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     # under DDP rank 0 reads (and caches) the data first; the other ranks then read the cache
     if world > 1 and rank != 0:
         dist.barrier()
-    splits = load_splits(dcfg)
+    splits, arrays = load_split_arrays(dcfg, seed)
     label_set = splits["train"].label_set
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
-    arrays = {}
-    for name, s in splits.items():
-        imgs, ok = load_images(s, size, ch)
-        keep = np.flatnonzero(ok)
-        splits[name], arrays[name] = s.subset(keep), imgs[keep]
     tr = splits["train"]
-    if dcfg.get("train_subset"):
-        k = int(dcfg["train_subset"])
-        idx = np.sort(np.random.RandomState(seed).permutation(len(tr))[:k])
-        tr, arrays["train"] = tr.subset(idx), arrays["train"][idx]
-        splits["train"] = tr
     model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=ch,
                          **cfg["model"].get("kwargs", {})).to(device)
     built_for = getattr(model, "img_size", None)  # models with a fixed input size (RASA grid, Swin)

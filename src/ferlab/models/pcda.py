@@ -101,12 +101,13 @@ class CrossFeatureBlock(nn.Module):
 class PCDA(nn.Module):
     has_aux_outputs = True
     gradcam_channels_last = False
+    backbone_prefixes = ("image_backbone.", "landmark_net.")  # what ferlab.head_training keeps frozen
 
     def __init__(self, num_classes: int = 7, in_chans: int = 3, img_size: int = 112, embed_dim: int = 768,
                  depth: int = 2, num_heads: int = 12, mlp_ratio: float = 4.0, drop_rate: float = 0.5,
                  attn_drop_rate: float = 0.0, heatmap: str = "max", dot_attention: bool = True,
                  cross_attention: bool = True, image_stages: int = 3, landmark_stage: str = "conv_4",
-                 freeze_landmarks: bool = True, landmark_input: str = "pm1"):
+                 freeze_landmarks: bool = True, landmark_input: str = "pm1", freeze_backbone: bool = False):
         super().__init__()
         if landmark_input not in ("pm1", "unit"):
             raise ValueError("landmark_input is 'pm1' ((x - 0.5) / 0.5, ferlab's) or 'unit' ([0, 1])")
@@ -146,11 +147,22 @@ class PCDA(nn.Module):
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+        self.freeze_backbone(freeze_backbone)
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Freeze the IR-50 image backbone (pretrained weights; the two-stage schedule, or the
+        frozen-backbone ablations of benchmarks/ablations.py): only the attention module trains."""
+        self.backbone_frozen = bool(frozen)
+        self.image_backbone.requires_grad_(not frozen)
+        if frozen:
+            self.image_backbone.eval()
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.freeze_landmarks:  # a frozen landmark net keeps its BatchNorm statistics
             self.landmark_net.eval()
+        if getattr(self, "backbone_frozen", False):  # so does a frozen image backbone
+            self.image_backbone.eval()
         return self
 
     # -- timm-style model API ---------------------------------------------------------------------
@@ -174,20 +186,28 @@ class PCDA(nn.Module):
         h = self.heatmap(f_lm)
         return h * f_img, h
 
-    def tokens(self, x: torch.Tensor):
-        """Fusion and landmark tokens with their class tokens and positions (eq. 2), and the heatmap."""
+    def backbone_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the two backbones compute from a face batch: (f_img, f_lm), both on the image grid."""
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             raise ValueError(f"PCDA built for {self.img_size}x{self.img_size} input, got {tuple(x.shape[-2:])}")
-        f_img = self.image_backbone(x)
-        f_lm = self.landmark_features(x)
+        return self.image_backbone(x), self.landmark_features(x)
+
+    def tokens(self, x: torch.Tensor):
+        """Fusion and landmark tokens with their class tokens and positions (eq. 2), and the heatmap."""
+        return self.tokens_from_features(*self.backbone_features(x))
+
+    def tokens_from_features(self, f_img: torch.Tensor, f_lm: torch.Tensor):
         f_fusion, heat = self.dot_product_attention(f_img, f_lm)
-        b = x.shape[0]
+        b = f_img.shape[0]
         t_f = torch.cat([self.cls_fusion.expand(b, -1, -1), self.embed_image(f_fusion).flatten(2).transpose(1, 2)], 1)
         t_l = torch.cat([self.cls_landmark.expand(b, -1, -1), self.embed_landmark(f_lm).flatten(2).transpose(1, 2)], 1)
         return self.pos_drop(t_f + self.pos_fusion), self.pos_drop(t_l + self.pos_landmark), heat
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        t_f, t_l, _ = self.tokens(x)
+        return self.features_from_backbone(*self.backbone_features(x))
+
+    def features_from_backbone(self, f_img: torch.Tensor, f_lm: torch.Tensor) -> torch.Tensor:
+        t_f, t_l, _ = self.tokens_from_features(f_img, f_lm)
         for blk in self.blocks:
             t_f = blk(t_f, t_l)
         return self.norm(t_f)
@@ -204,8 +224,12 @@ class PCDA(nn.Module):
         self.classifier = nn.Linear(self.embed_dim, num_classes)
 
     def forward(self, x: torch.Tensor, return_aux: bool = False):
-        feats = self.forward_features(x)
-        cls = self.forward_head(feats, pre_logits=True)
+        return self.forward_from_features(*self.backbone_features(x), return_aux=return_aux)
+
+    def forward_from_features(self, f_img: torch.Tensor, f_lm: torch.Tensor, return_aux: bool = False):
+        """The attention module and classifier on backbone_features' output (for training on cached
+        features of frozen backbones; ferlab.head_training)."""
+        cls = self.forward_head(self.features_from_backbone(f_img, f_lm), pre_logits=True)
         logits = self.classifier(cls)
         return {"logits": logits, "features": cls} if return_aux else logits
 
