@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_train_state, save_model, save_train_state
+from .checkpoint import load_train_state
 from .losses import build_loss, logits_of
 from .metrics import classification_metrics
 from .models import create_model
 from .models.weights import read_state_dict
-from .train import (amp_dtype, build_optimizer, build_scheduler, load_split_arrays, model_meta, normalise,
-                    pick_device)
+from .train import (amp_dtype, build_optimizer, build_scheduler, end_epoch, epoch_record, load_split_arrays,
+                    model_meta, normalise, pick_device)
 
 
 def load_backbones(model, path) -> None:
@@ -186,20 +186,9 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
             logits = torch.cat([model.forward_from_features(*[f[i:i + 512].to(device).float() for f in cache["valid"]])
                                 for i in range(0, len(splits["valid"]), 512)])
         vm = classification_metrics(splits["valid"].labels, logits.argmax(1).cpu().numpy(), label_set)
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
-               "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
-               "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
-        history.append(rec)
-        improved = vm["accuracy"] > best["valid_accuracy"]
-        if improved:
-            best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
-            save_model(out / "best", model, {**meta, "epoch": epoch})
-        save_model(out / "last", model, {**meta, "epoch": epoch})
-        save_train_state(state_path, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                                      "best_valid_accuracy": best["valid_accuracy"], "best_epoch": best["epoch"]})
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
-            f"valid_acc {vm['accuracy']:.4f} ({rec['seconds']:.0f}s){' *' if improved else ''}")
+        history.append(epoch_record(epoch, loss_sum, correct, total, vm, opt, t0))
+        best = end_epoch(out, model, meta, vm, history, best, epochs, log,
+                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
     result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
               "history": history}
     if "test" in splits and tcfg.get("evaluate_test", True):

@@ -145,6 +145,35 @@ def _epoch_order(n, seed, epoch, weights=None):
     return torch.randperm(n, generator=g), g
 
 
+def epoch_record(epoch, loss_sum, correct, total, vm, opt, t0) -> dict:
+    """One epoch's line of history.json / log.jsonl."""
+    return {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
+            "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
+            "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+
+
+def end_epoch(out: Path, model, meta: dict, vm: dict, history: list, best: dict, epochs: int, log, state: dict) -> dict:
+    """After an epoch (its record last in `history`, valid metrics `vm`): save best (chosen on valid
+    accuracy) and last checkpoints, the resumable train state (+ `state`), history and log. Returns best."""
+    rec = history[-1]
+    epoch = rec["epoch"]
+    improved = vm["accuracy"] > best["valid_accuracy"]
+    if improved:
+        best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
+        save_model(out / "best", model, {**meta, "epoch": epoch,
+                                         "valid": {k: v for k, v in vm.items() if not isinstance(v, (dict, list))}})
+    save_model(out / "last", model, {**meta, "epoch": epoch})
+    save_train_state(out / "last_state.pt", {**state, "epoch": epoch, "best_valid_accuracy": best["valid_accuracy"],
+                                             "best_epoch": best["epoch"]})
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
+        f"valid_acc {vm['accuracy']:.4f} valid_mca {vm['mean_class_accuracy']:.4f} "
+        f"({rec['seconds']:.0f}s){' *' if improved else ''}")
+    return best
+
+
 def load_split_arrays(dcfg: dict, seed: int = 0):
     """A data config's splits and their decoded uint8 images, the images that fail to decode left
     out (and reported in each split's `skipped`); data.train_subset keeps a fixed (seeded) subset."""
@@ -370,29 +399,14 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp,
                               landmarks.get("valid"))
         vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
-               "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
-               "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        rec = epoch_record(epoch, loss_sum, correct, total, vm, opt, t0)
         if parts_sum:
             rec["train_loss_parts"] = {k: v / max(total, 1) for k, v in parts_sum.items()}
         history.append(rec)
         if rank == 0:
-            improved = vm["accuracy"] > best["valid_accuracy"]
-            if improved:
-                best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
-                save_model(out / "best", model, {**meta, "epoch": epoch, "valid": {k: v for k, v in vm.items()
-                                                                                    if not isinstance(v, (dict, list))}})
-            save_model(out / "last", model, {**meta, "epoch": epoch})
-            save_train_state(state_path, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                          "scaler": scaler.state_dict(), "epoch": epoch,
-                                          "best_valid_accuracy": best["valid_accuracy"],
-                                          "best_epoch": best["epoch"]})
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            with open(out / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
-                f"valid_acc {vm['accuracy']:.4f} valid_mca {vm['mean_class_accuracy']:.4f} "
-                f"({rec['seconds']:.0f}s){' *' if improved else ''}")
+            best = end_epoch(out, model, meta, vm, history, best, epochs, log,
+                             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                              "scaler": scaler.state_dict()})
         if ddp:
             dist.barrier()
     result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
