@@ -1,0 +1,106 @@
+"""Carry FER+ to a GPU machine that can only receive a small working tree (64 MiB with the repo).
+
+    python benchmarks/device/ferplus_bundle.py pack   BUNDLE          (here: from the FER+ folder)
+    python benchmarks/device/ferplus_bundle.py unpack BUNDLE DEST     (there: rebuild the folder)
+
+The 35,710 PNGs hold 91 MB; as one lossless stream they take about 56 MB: each 48x48 gray face is
+predicted pixel by pixel with LOCO-I's median edge detector (the JPEG-LS predictor), and the
+residuals are xz-compressed. `unpack` rebuilds FER2013Train/Valid/Test with every PNG and
+label.csv, and checks the rebuilt faces against the SHA-256 of all pixels recorded at packing: the
+copy is exact or unpack fails. Not a ferlab feature: a transport for benchmarks/device/ runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SPLITS = ("FER2013Train", "FER2013Valid", "FER2013Test")
+SIDE = 48
+
+
+def _neighbours(x: np.ndarray):
+    a = np.zeros_like(x); a[:, :, 1:] = x[:, :, :-1]  # left
+    b = np.zeros_like(x); b[:, 1:, :] = x[:, :-1, :]  # above
+    c = np.zeros_like(x); c[:, 1:, 1:] = x[:, :-1, :-1]  # above-left
+    return a, b, c
+
+
+def med_predict(a, b, c):
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+
+
+def encode(imgs: np.ndarray) -> bytes:
+    x = imgs.astype(np.int16)
+    r = (x - med_predict(*_neighbours(x))) % 256
+    r = np.where(r >= 128, r - 256, r)  # signed residual in [-128, 127], then zig-zag to bytes
+    z = np.where(r >= 0, 2 * r, -2 * r - 1).astype(np.uint8)
+    return lzma.compress(z.tobytes(), preset=9 | lzma.PRESET_EXTREME)
+
+
+def decode(blob: bytes, n: int) -> np.ndarray:
+    z = np.frombuffer(lzma.decompress(blob), np.uint8).reshape(n, SIDE, SIDE).astype(np.int16)
+    r = np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
+    out = np.zeros((n, SIDE, SIDE), np.int16)
+    zero = np.zeros(n, np.int16)
+    for y in range(SIDE):  # raster order, all faces at once
+        for x in range(SIDE):
+            a = out[:, y, x - 1] if x else zero
+            b = out[:, y - 1, x] if y else zero
+            c = out[:, y - 1, x - 1] if x and y else zero
+            out[:, y, x] = (med_predict(a, b, c) + r[:, y, x]) % 256
+    return out.astype(np.uint8)
+
+
+def pack(root: Path, bundle: Path) -> None:
+    names, imgs, texts = [], [], {}
+    for split in SPLITS:
+        texts[split] = (root / split / "label.csv").read_text()
+        for p in sorted((root / split).glob("*.png")):
+            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            if img is None or img.shape != (SIDE, SIDE):
+                raise SystemExit(f"{p}: not a {SIDE}x{SIDE} gray PNG; this bundle format cannot carry it")
+            names.append(f"{split}/{p.name}")
+            imgs.append(img)
+    imgs = np.stack(imgs)
+    meta = json.dumps({"names": names, "labels": texts,
+                       "sha256": hashlib.sha256(imgs.tobytes()).hexdigest()}).encode()
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(lzma.compress(meta, preset=9), np.uint8),
+             pixels=np.frombuffer(encode(imgs), np.uint8))
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_bytes(buf.getvalue())
+    print(f"{bundle}: {len(names)} faces, {bundle.stat().st_size / 1e6:.1f} MB")
+
+
+def unpack(bundle: Path, dest: Path) -> None:
+    z = np.load(bundle)
+    meta = json.loads(lzma.decompress(z["meta"].tobytes()))
+    names = meta["names"]
+    imgs = decode(z["pixels"].tobytes(), len(names))
+    if hashlib.sha256(imgs.tobytes()).hexdigest() != meta["sha256"]:
+        raise SystemExit("the rebuilt faces do not match the pixels recorded at packing")
+    for split in SPLITS:
+        (dest / split).mkdir(parents=True, exist_ok=True)
+        (dest / split / "label.csv").write_text(meta["labels"][split])
+    for n, i in zip(names, imgs):
+        cv2.imwrite(str(dest / n), i)
+    print(f"{dest}: {len(names)} faces rebuilt, pixel-exact (SHA-256 of all pixels checked)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("pack", "unpack"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "pack":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+        from ferlab.data import default_ferplus_root
+        pack(default_ferplus_root(), Path(sys.argv[2]))
+    else:
+        unpack(Path(sys.argv[2]), Path(sys.argv[3]))
