@@ -81,3 +81,22 @@ def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):
     assert (out / "best.safetensors").is_file() and (out / "test_metrics.json").is_file()
     assert len(json.loads((out / "history.json").read_text())) == 2
     assert p.stdout.count("epoch 1/2") == 1  # only rank 0 logs
+
+
+def test_clip_grad_norm_bounds_the_step(class_folder_dataset, tmp_path):
+    """optim.clip_grad_norm clips the gradient the optimiser steps with: plain SGD (no momentum) with
+    a tiny clip moves the weights by at most lr * clip in L2 norm over the whole first step."""
+    lr, clip = 0.5, 1e-4
+    common = ["optim.name=sgd", f"optim.lr={lr}", "optim.momentum=0", "optim.nesterov=false", "schedule.epochs=1",
+              "train.stop_after_epochs=1", "train.batch_size=100", "augment.flip=false"]
+    train(tiny_cfg(class_folder_dataset, tmp_path / "clip", *common, f"optim.clip_grad_norm={clip}"), log=lambda m: None)
+    train(tiny_cfg(class_folder_dataset, tmp_path / "free", *common), log=lambda m: None)
+    train(tiny_cfg(class_folder_dataset, tmp_path / "init", *common, "optim.lr=0"), log=lambda m: None)
+    init = load_file(str(tmp_path / "init" / "last.safetensors"))  # lr 0: the initial weights
+
+    def moved(run):
+        w = load_file(str(tmp_path / run / "last.safetensors"))
+        return torch.sqrt(sum(((w[k].float() - init[k].float()) ** 2).sum() for k in w
+                              if "running" not in k and "num_batches" not in k))
+    assert moved("clip") <= lr * clip * 1.01
+    assert moved("free") > 100 * lr * clip

@@ -293,6 +293,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    clip_norm = cfg["optim"].get("clip_grad_norm")  # max L2 norm of all gradients together, or None
     mode = dcfg.get("label_mode", "majority")
     weights = None
     if dcfg.get("balanced_sampling"):
@@ -386,6 +387,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                 forward_backward()
                 sam.restore()
             logits = logits_of(outputs)
+            if clip_norm:  # on the true gradient: unscale first (step() then does not unscale again)
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_norm)
             scaler.step(opt)
             scaler.update()
             sched.step()
