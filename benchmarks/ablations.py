@@ -107,6 +107,9 @@ STUDIES = {
         },
         "tables": {"2 (SE and SAM)": [("Swin-T", "swin_t"), ("Swin-T + SE", "swin_se"),
                                       ("Swin-T + SE + SAM", "swin_se_sam")]},
+        # the paper's Table 2 also gives weighted precision / recall / F1 (AffectNet, 7 classes)
+        "weighted": [("Swin-T", "swin_t", (0.5090, 0.5000, 0.4943)), ("Swin-T + SE", "swin_se", (0.5470, 0.5225, 0.5169)),
+                     ("Swin-T + SE + SAM", "swin_se_sam", (0.5485, 0.5410, 0.5420))],
     },
     "pcda": {
         # every row changes only the attention module or the loss: the backbones are fixed at the main
@@ -201,6 +204,7 @@ def main():
         rows[name] = {"config": cfg["model"]["name"], "overrides": ovr, "run": str(cfg["train"]["out_dir"]), "best_epoch": r["best_epoch"] + 1, "valid_accuracy": r["best_valid_accuracy"],
                       "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
                       "test_macro_f1": test["macro_f1"], "test_weighted_f1": test["weighted_f1"],
+                      "test_weighted_precision": test["weighted_precision"], "test_weighted_recall": test["weighted_recall"],
                       "test_accuracy_without_duplicates": test["without_duplicate"]["accuracy"],
                       **model_cost(cfg),
                       "test_per_class": {k: {m: v[m] for m in ("recall", "f1")} for k, v in test.get("per_class", {}).items()},
@@ -244,6 +248,14 @@ def markdown_tables(study: dict, rows: dict) -> str:
                 cost = (f"{r['params'] / 1e6:.2f} M | {r['flops'] / 1e9:.2f} | " if "params" in r else "- | - | ")
                 lines.append(f"| {label} | {cost}{r['valid_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
                              f"{r['test_accuracy_without_duplicates']:.2%} | {'-' if paper is None else f'{paper:.1%}'} |")
+    if study.get("weighted"):
+        lines += ["\nTable 2 (weighted averages over the classes, test)",
+                  "| variant | precision | recall | F1 | paper P / R / F1 |", "|---|---|---|---|---|"]
+        for label, key, paper in study["weighted"]:
+            if key in rows and "test_weighted_precision" in rows[key]:
+                r = rows[key]
+                lines.append(f"| {label} | {r['test_weighted_precision']:.4f} | {r['test_weighted_recall']:.4f} | "
+                             f"{r['test_weighted_f1']:.4f} | {' / '.join(f'{v:.4f}' for v in paper)} |")
     if study.get("neutral"):
         lines += ["\nTable 3 (neutral class, test)", "| variant | neutral recall | neutral F1 | paper recall / F1 |",
                   "|---|---|---|---|"]
