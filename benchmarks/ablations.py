@@ -104,9 +104,13 @@ STUDIES = {
             "swin_t": (["model.name=swin_t", "optim.sam=null"], 0.4921),
             "swin_se": (["optim.sam=null"], 0.5104),
             "swin_se_sam": ([], 0.5310),
+            # the CNN baseline at the same epochs (its own recipe otherwise): a quarter of the compute
+            "baseline_resnet18": ([], None, "resnet18_ferplus_cpu"),
         },
         "tables": {"2 (SE and SAM)": [("Swin-T", "swin_t"), ("Swin-T + SE", "swin_se"),
-                                      ("Swin-T + SE + SAM", "swin_se_sam")]},
+                                      ("Swin-T + SE + SAM", "swin_se_sam")],
+                   "(not in the paper) the CNN baseline, same epochs": [
+                       ("Swin-T + SE + SAM", "swin_se_sam"), ("ResNet-18 baseline (its recipe, 7 epochs)", "baseline_resnet18")]},
         # the paper's Table 2 also gives weighted precision / recall / F1 (AffectNet, 7 classes)
         "weighted": [("Swin-T", "swin_t", (0.5090, 0.5000, 0.4943)), ("Swin-T + SE", "swin_se", (0.5470, 0.5225, 0.5169)),
                      ("Swin-T + SE + SAM", "swin_se_sam", (0.5485, 0.5410, 0.5420))],
