@@ -106,11 +106,15 @@ STUDIES = {
             "swin_se_sam": ([], 0.5310),
             # the CNN baseline at the same epochs (its own recipe otherwise): a quarter of the compute
             "baseline_resnet18": ([], None, "resnet18_ferplus_cpu"),
+            # SAM's two passes make an epoch cost two: without SAM, twice the epochs at the same compute
+            "swin_se_14ep": (["optim.sam=null", "schedule.epochs=14"], None),
         },
         "tables": {"2 (SE and SAM)": [("Swin-T", "swin_t"), ("Swin-T + SE", "swin_se"),
                                       ("Swin-T + SE + SAM", "swin_se_sam")],
                    "(not in the paper) the CNN baseline, same epochs": [
-                       ("Swin-T + SE + SAM", "swin_se_sam"), ("ResNet-18 baseline (its recipe, 7 epochs)", "baseline_resnet18")]},
+                       ("Swin-T + SE + SAM", "swin_se_sam"), ("ResNet-18 baseline (its recipe, 7 epochs)", "baseline_resnet18")],
+                   "(not in the paper) SAM against more epochs at the same compute": [
+                       ("Swin-T + SE + SAM, 7 epochs", "swin_se_sam"), ("Swin-T + SE, 14 epochs", "swin_se_14ep")]},
         # the paper's Table 2 also gives weighted precision / recall / F1 (AffectNet, 7 classes)
         "weighted": [("Swin-T", "swin_t", (0.5090, 0.5000, 0.4943)), ("Swin-T + SE", "swin_se", (0.5470, 0.5225, 0.5169)),
                      ("Swin-T + SE + SAM", "swin_se_sam", (0.5485, 0.5410, 0.5420))],
@@ -197,9 +201,10 @@ def main():
         # the unchanged row at the recipe's own budget is the main run: trained once, not twice
         main_run = load_config(recipe)["train"]["out_dir"] if (
             not ovr and not base and not subset and not head and epochs == int(load_config(recipe)["schedule"]["epochs"])) else None
+        # the row's own overrides come last: a row may change the budget (a same-compute row), said in its label
         cfg = load_config(recipe,
-                          ovr + ([f"data.train_subset={subset}"] if subset else []) + [f"schedule.epochs={epochs}",
-                                 f"train.out_dir={main_run or out_root / name}", "train.progress=false"] +
+                          ([f"data.train_subset={subset}"] if subset else []) + [f"schedule.epochs={epochs}",
+                                 f"train.out_dir={main_run or out_root / name}", "train.progress=false"] + ovr +
                           ([f"head_training.backbone_file={ROOT / head}",
                             f"head_training.cache_file={out_root / 'backbone_features.pt'}"] if head else []))
         t0 = time.time()
