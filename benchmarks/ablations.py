@@ -22,7 +22,8 @@ DAN (paper 001; its ablations are on RAF-DB):
   Table 2   AFN loss: without / with the partition loss
 Swin-SE (paper 002; its Table 2 is on AffectNet, 7 classes, after hybrid training):
   Table 2   Swin-T / Swin-T + SE / Swin-T + SE + SAM (SAM makes two passes per step: the same
-            epochs cost it about twice the time)
+            epochs cost it about twice the time); and, not in the paper, the ResNet-18 baseline at the
+            same epochs and Swin-T + SE without SAM for twice the epochs (SAM's compute)
 PCDA (paper 003; its ablations are on RAF-DB; rows train on the cached features of the main FER+
 run's frozen backbones, ferlab.head_training: flips are the only augmentation):
   Table 1   the 8 on/off rows of dot-product attention, cross attention, NeAA loss
