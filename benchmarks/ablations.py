@@ -105,7 +105,7 @@ STUDIES = {
             "swin_t": (["model.name=swin_t", "optim.sam=null"], 0.4921),
             "swin_se": (["optim.sam=null"], 0.5104),
             "swin_se_sam": ([], 0.5310),
-            # the CNN baseline at the same epochs (its own recipe otherwise): a quarter of the compute
+            # the CNN baseline at the same epochs (its own recipe otherwise)
             "baseline_resnet18": ([], None, "resnet18_ferplus_cpu"),
             # SAM's two passes make an epoch cost two: without SAM, twice the epochs at the same compute
             "swin_se_14ep": (["optim.sam=null", "schedule.epochs=14"], None),
