@@ -100,3 +100,5 @@ def test_clip_grad_norm_bounds_the_step(class_folder_dataset, tmp_path):
                               if "running" not in k and "num_batches" not in k))
     assert moved("clip") <= lr * clip * 1.01
     assert moved("free") > 100 * lr * clip
+    with pytest.raises(ValueError, match="clip_grad_norm must be a positive number"):
+        train(tiny_cfg(class_folder_dataset, tmp_path / "bad", *common, "optim.clip_grad_norm=-1"), log=lambda m: None)

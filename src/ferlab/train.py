@@ -294,6 +294,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     clip_norm = cfg["optim"].get("clip_grad_norm")  # max L2 norm of all gradients together, or None
+    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
+        raise ValueError(f"optim.clip_grad_norm must be a positive number or null, not {clip_norm!r}")
     mode = dcfg.get("label_mode", "majority")
     weights = None
     if dcfg.get("balanced_sampling"):
