@@ -96,7 +96,7 @@ def unpack(bundle: Path, dest: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("pack", "unpack"):
+    if len(sys.argv) != {"pack": 3, "unpack": 4}.get(sys.argv[1] if len(sys.argv) > 1 else "", -1):
         sys.exit(__doc__)
     if sys.argv[1] == "pack":
         sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
