@@ -200,8 +200,9 @@ def main():
             continue
         recipe = ROOT / "configs" / f"{base[0] if base else a.model + '_ferplus_cpu'}.yaml"
         # the unchanged row at the recipe's own budget is the main run: trained once, not twice
-        main_run = load_config(recipe)["train"]["out_dir"] if (
-            not ovr and not base and not subset and not head and epochs == int(load_config(recipe)["schedule"]["epochs"])) else None
+        own = load_config(recipe)
+        main_run = own["train"]["out_dir"] if (
+            not ovr and not base and not subset and not head and epochs == int(own["schedule"]["epochs"])) else None
         # the row's own overrides come last: a row may change the budget (a same-compute row), said in its label
         cfg = load_config(recipe,
                           ([f"data.train_subset={subset}"] if subset else []) + [f"schedule.epochs={epochs}",
