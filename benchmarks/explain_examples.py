@@ -15,6 +15,7 @@ from ferlab.checkpoint import load_model
 from ferlab.data import load_images, load_splits, standardise
 from ferlab.explain import explain_batch, render
 from ferlab.faces import dataset_landmarks
+from ferlab.models import needs_landmarks
 
 
 def main(ckpt, out):
@@ -25,12 +26,14 @@ def main(ckpt, out):
     sub = test.subset(np.array(idx))
     imgs, _ = load_images(sub, pre["img_size"], pre["channels"])
     x = standardise(torch.from_numpy(imgs).float() / 255.0, pre)
-    lm = torch.from_numpy(dataset_landmarks(sub, size=pre["img_size"])[0])
+    # dlib's points only for a model that takes them (RASA): the others explain without dlib
+    lm = torch.from_numpy(dataset_landmarks(sub, size=pre["img_size"])[0]) if needs_landmarks(model) else None
     out_d = explain_batch(model, x, lm)
     pred = out_d["logits"].argmax(1).tolist()
     titles = [f"true {sub.label_set[t]}\npred {meta['labels'][p]}" for t, p in zip(sub.labels, pred)]
     centres = out_d["centres"].numpy() if "centres" in out_d else None
-    weights = out_d["weights"][:, :centres.shape[1]].numpy() if centres is not None else None
+    # RASA weighs its patch centres; PCDA's points (its landmark net's) are drawn unweighted
+    weights = out_d["weights"][:, :centres.shape[1]].numpy() if centres is not None and "weights" in out_d else None
     render([im.transpose(1, 2, 0) for im in imgs], out_d["panels"], titles, out, centres, weights)
     print(f"wrote {out}")
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ferplus_results.py CHECKPOINT NAME "TRAINING COMMAND"
 
 Evaluates CHECKPOINT (best-on-valid weights) once on FER+ test (majority protocol; full and
-de-duplicated) and on valid, and measures params, FLOPs and CPU latency per face. Writes
+de-duplicated) and on valid (on a GPU where there is one), and measures params, FLOPs and CPU latency per face. Writes
 benchmarks/results/NAME_ferplus.json, NAME_ferplus_test_predictions.csv (per image) and the test
 confusion matrix PNG, and prints the README row.
 """
@@ -17,6 +17,7 @@ import torch
 from ferlab.checkpoint import load_meta, load_model
 from ferlab.data import load_splits
 from ferlab.evaluate import evaluate_checkpoint_on_split
+from ferlab.train import pick_device
 from ferlab.profiling import count_flops, count_params, example_inputs, git_commit, latency_ms, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +35,9 @@ def record(ckpt, name: str, training_command: str, extra: dict | None = None, la
     splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / f"_eval_{name}"
-    test = evaluate_checkpoint_on_split(ckpt, splits["test"], out_prefix=tmp / "test")
-    valid = evaluate_checkpoint_on_split(ckpt, splits["valid"], out_prefix=tmp / "valid")
+    device = pick_device()  # evaluated on a GPU where there is one (float32); latency always on the CPU
+    test = evaluate_checkpoint_on_split(ckpt, splits["test"], out_prefix=tmp / "test", device=device)
+    valid = evaluate_checkpoint_on_split(ckpt, splits["valid"], out_prefix=tmp / "valid", device=device)
     shutil.copy(tmp / "test_predictions.csv", RESULTS / f"{name}_ferplus_test_predictions.csv")
     shutil.copy(tmp / "test_confusion.png", RESULTS / f"{name}_ferplus_test_confusion.png")
     shutil.rmtree(tmp)
@@ -53,7 +55,7 @@ def record(ckpt, name: str, training_command: str, extra: dict | None = None, la
         "cpu_latency_ms_per_face_model": latency_ms(lambda: model(*args), 100),
         "training_command": training_command,
         "command": "python benchmarks/ferplus_results.py " + " ".join(f'"{a}"' if " " in a else a for a in sys.argv[1:]),
-        "date": now_utc(), "git_commit": git_commit(), "machine": machine_info(),
+        "evaluated_on": str(device), "date": now_utc(), "git_commit": git_commit(), "machine": machine_info(),
         "pretrained": "none: trained from scratch",
     }
     result.update(extra or {})

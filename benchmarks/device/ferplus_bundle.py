@@ -2,12 +2,16 @@
 
     python benchmarks/device/ferplus_bundle.py pack   BUNDLE          (here: from the FER+ folder)
     python benchmarks/device/ferplus_bundle.py unpack BUNDLE DEST     (there: rebuild the folder)
+    python benchmarks/device/ferplus_bundle.py points POINTS          (here: dlib's 68 points of FER+)
+    python benchmarks/device/ferplus_bundle.py seed-points POINTS     (there, after unpack: fill the cache)
 
 The 35,710 PNGs hold 91 MB; as one lossless stream they take about 56 MB: each 48x48 gray face is
 predicted pixel by pixel with LOCO-I's median edge detector (the JPEG-LS predictor), and the
 residuals are xz-compressed. `unpack` rebuilds FER2013Train/Valid/Test with every PNG and
 label.csv, and checks the rebuilt faces against the SHA-256 of all pixels recorded at packing: the
-copy is exact or unpack fails. Not a ferlab feature: a transport for benchmarks/device/ runs.
+copy is exact or unpack fails. `points` carries dlib's landmarks of every face of the majority-protocol
+splits (what `ferlab landmarks train` fits; the GPU machine has no dlib): dlib's points are
+multiples of 1/8 pixel in the 48x48 crops, so they travel exactly as int16 eighths. Not a ferlab feature: a transport for benchmarks/device/ runs.
 """
 from __future__ import annotations
 
@@ -95,12 +99,71 @@ def unpack(bundle: Path, dest: Path) -> None:
     print(f"{dest}: {len(names)} faces rebuilt, pixel-exact (SHA-256 of all pixels checked)")
 
 
+def _name(path) -> str:
+    return f"{Path(path).parent.name}/{Path(path).name}"
+
+
+def points_to_arrays(splits: dict, cached) -> dict:
+    """{split: SampleList} and cached(samples) -> the landmark cache's arrays (landmarks, ok,
+    sizes), as one table of file names and int16 eighths of a pixel, exactly."""
+    names, q, ok, sizes = [], [], [], []
+    for split in sorted(splits):
+        a = cached(splits[split])
+        pts = a["landmarks"]
+        e = np.round(pts * 8)
+        if not np.array_equal(e / 8, pts) or np.abs(e).max() >= 2 ** 15:
+            raise SystemExit(f"{split}: points are not exact eighths of a pixel; this format cannot carry them")
+        names += [_name(p) for p in splits[split].paths]
+        q.append(e.astype(np.int16)); ok.append(a["ok"]); sizes.append(a["sizes"])
+    return {"names": np.array(names), "eighths": np.concatenate(q), "ok": np.concatenate(ok),
+            "sizes": np.concatenate(sizes).astype(np.uint16)}
+
+
+def seed_from_arrays(splits: dict, arrays: dict, seed) -> int:
+    """Seed the landmark cache of each split from carried arrays, matched by file name."""
+    index = {n: i for i, n in enumerate(arrays["names"].tolist())}
+    for split in sorted(splits):
+        names = [_name(p) for p in splits[split].paths]
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise SystemExit(f"{split}: {len(missing)} faces have no carried points (first: {missing[0]})")
+        rows = np.array([index[n] for n in names], np.int64)
+        seed(splits[split], {"landmarks": arrays["eighths"][rows].astype(np.float32) / 8,
+                             "ok": arrays["ok"][rows], "sizes": arrays["sizes"][rows].astype(np.float32)})
+    return len(splits)
+
+
+def _dlib_cache_entry(samples) -> dict:
+    """The landmark cache's entry for these samples (dlib runs first if it is not there yet)."""
+    from ferlab.cache import cached_arrays
+    from ferlab.faces.landmarks import DLIB_CROP_CACHE_KEY, dataset_landmarks
+    dataset_landmarks(samples)
+    return cached_arrays(DLIB_CROP_CACHE_KEY.format(upscale=4), samples.paths, lambda: None)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != {"pack": 3, "unpack": 4}.get(sys.argv[1] if len(sys.argv) > 1 else "", -1):
+    n_args = {"pack": 3, "unpack": 4, "points": 3, "seed-points": 3}
+    if len(sys.argv) != n_args.get(sys.argv[1] if len(sys.argv) > 1 else "", -1):
         sys.exit(__doc__)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     if sys.argv[1] == "pack":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
         from ferlab.data import default_ferplus_root
         pack(default_ferplus_root(), Path(sys.argv[2]))
-    else:
+    elif sys.argv[1] == "unpack":
         unpack(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        from ferlab.data import load_splits
+        splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
+        if sys.argv[1] == "points":
+            arrays = points_to_arrays(splits, _dlib_cache_entry)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)
+            Path(sys.argv[2]).write_bytes(buf.getvalue())
+            print(f"{sys.argv[2]}: dlib points of {len(arrays['names'])} faces, {len(buf.getvalue()) / 1e6:.1f} MB")
+        else:
+            from ferlab.faces.landmarks import seed_dataset_landmarks
+            with np.load(sys.argv[2]) as z:
+                arrays = {k: z[k] for k in z.files}
+            n = seed_from_arrays(splits, arrays, seed_dataset_landmarks)
+            print(f"landmark cache seeded for {n} splits ({len(arrays['names'])} faces)")

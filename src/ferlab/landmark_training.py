@@ -47,13 +47,15 @@ def normalised_mean_error(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _faces_with_points(samples, limit=None, seed=0):
     """uint8 (N, 1, 112, 112) faces and dlib's points in their pixels, for the faces dlib marked
-    (a seeded subset of `limit` faces first, so dlib only runs on those)."""
+    (a seeded subset of `limit` faces, if given). dlib's points come from the whole split's cache
+    entry (dlib runs once per split, ~1 min for FER+ train), so every subset shares one entry."""
     from .data import load_images
     from .faces import dataset_landmarks
-    if limit and len(samples) > int(limit):
-        samples = samples.subset(np.sort(np.random.RandomState(seed).permutation(len(samples))[:int(limit)]))
-    imgs, ok = load_images(samples, SIZE, 1)
     pts, ok_lm = dataset_landmarks(samples, size=SIZE)
+    if limit and len(samples) > int(limit):
+        idx = np.sort(np.random.RandomState(seed).permutation(len(samples))[:int(limit)])
+        samples, pts, ok_lm = samples.subset(idx), pts[idx], ok_lm[idx]
+    imgs, ok = load_images(samples, SIZE, 1)
     iod = np.linalg.norm(pts[:, 36] - pts[:, 45], axis=1)
     keep = np.flatnonzero(ok & ok_lm & np.isfinite(pts).all((1, 2)) & (iod > 4))
     return imgs[keep], pts[keep]
@@ -75,6 +77,7 @@ def train_landmarks(cfg: dict, log=print) -> dict:
     from .data import load_splits
     from .models.mobilefacenet import MobileFaceNetLandmarks
     from .profiling import count_flops, count_params, git_commit, machine_info, now_utc
+    from .train import pick_device
     lcfg = {**DEFAULTS, **(cfg.get("landmarks") or {})}
     lcfg["augment"] = {**DEFAULTS["augment"], **(lcfg.get("augment") or {})}
     torch.set_num_threads(int(lcfg["threads"]))
@@ -88,7 +91,8 @@ def train_landmarks(cfg: dict, log=print) -> dict:
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError("no faces with dlib landmarks in the train or valid split")
     log(f"landmarks: train {len(x_tr)} faces, valid {len(x_va)} (dlib's 68 points as targets)")
-    net = MobileFaceNetLandmarks(in_chans=3)
+    device = pick_device()  # a GPU when there is one; the recipe's numbers do not depend on it
+    net = MobileFaceNetLandmarks(in_chans=3).to(device)
     epochs, bs = int(lcfg["epochs"]), int(lcfg["batch_size"])
     steps = max(1, len(x_tr) // bs)
     opt = torch.optim.AdamW(net.parameters(), lr=float(lcfg["lr"]), weight_decay=float(lcfg["weight_decay"]))
@@ -100,7 +104,7 @@ def train_landmarks(cfg: dict, log=print) -> dict:
     state_path = out / "last_state.pt"
     history, best, start = [], {"nme": float("inf"), "epoch": -1}, 0
     if state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = torch.load(state_path, map_location=device, weights_only=True)
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -110,7 +114,8 @@ def train_landmarks(cfg: dict, log=print) -> dict:
             b = min(history, key=lambda h: h["valid_nme"])
             best = {"nme": b["valid_nme"], "epoch": b["epoch"]}
         log(f"resumed after epoch {start}")
-    xt, pt = torch.from_numpy(x_tr), torch.from_numpy(p_tr)
+    xt, pt = torch.from_numpy(x_tr).to(device), torch.from_numpy(p_tr).to(device)
+    log(f"device: {device}")
     for epoch in range(start, epochs):
         net.train()
         t0 = time.time()
@@ -118,7 +123,7 @@ def train_landmarks(cfg: dict, log=print) -> dict:
         order = torch.randperm(len(xt), generator=g)
         loss_sum = 0.0
         for s in range(steps):
-            idx = order[s * bs:(s + 1) * bs]
+            idx = order[s * bs:(s + 1) * bs].to(device)
             x, p = augment_batch(xt[idx].float() / 255.0, lcfg["augment"], g, pt[idx].clone())
             x = (x - NORM["mean"]) / NORM["std"]
             loss = F.l1_loss(net(x), (p + 0.5) / SIZE)
@@ -126,9 +131,9 @@ def train_landmarks(cfg: dict, log=print) -> dict:
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach())
-        nme = normalised_mean_error(predict_points(net, x_va), p_va)
-        h = {"epoch": epoch, "train_l1": loss_sum / steps, "valid_nme": float(nme.mean()),
+            loss_sum += loss.detach()
+        nme = normalised_mean_error(predict_points(net, x_va, device=device), p_va)
+        h = {"epoch": epoch, "train_l1": float(loss_sum) / steps, "valid_nme": float(nme.mean()),
              "valid_nme_median": float(np.median(nme)), "valid_failures_0.1": float((nme > 0.1).mean()),
              "seconds": time.time() - t0}
         history.append(h)

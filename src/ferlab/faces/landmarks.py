@@ -124,6 +124,22 @@ def make_landmarker(spec: str | None = None):
     return NetLandmarks(spec)
 
 
+DLIB_CROP_CACHE_KEY = "landmarks-dlib68-crop-x{upscale}-v2"
+
+
+def seed_dataset_landmarks(samples, arrays: dict, upscale: int = 4) -> None:
+    """Fill the cache that `dataset_landmarks` reads with dlib points computed on another machine
+    (arrays as it stores them: landmarks (N, 68, 2) in stored pixels, ok (N,), sizes (N, 2)), so
+    that a machine without dlib (a lent GPU) trains on the same targets."""
+    from ..cache import cache_dir, fingerprint
+    n = len(samples)
+    if arrays["landmarks"].shape != (n, 68, 2) or arrays["ok"].shape != (n,) or arrays["sizes"].shape != (n, 2):
+        raise ValueError(f"seed arrays do not match the {n} samples")
+    path = cache_dir() / f"{fingerprint(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths)}.npz"
+    np.savez(path, landmarks=arrays["landmarks"].astype(np.float32), ok=arrays["ok"].astype(bool),
+             sizes=arrays["sizes"].astype(np.float32))
+
+
 def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
     cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with
@@ -147,7 +163,7 @@ def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tup
             except BadImageError:
                 pass
         return {"landmarks": pts, "ok": ok, "sizes": hw}
-    out = cached_arrays(f"landmarks-dlib68-crop-x{upscale}-v2", samples.paths, compute)
+    out = cached_arrays(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths, compute)
     pts = out["landmarks"]
     if size is not None:
         pts = resize_points(pts, out["sizes"][:, 0], out["sizes"][:, 1], size)
