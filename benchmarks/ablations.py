@@ -184,6 +184,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--from-log", default=None, metavar="LOG",
+                    help="train nothing: rebuild the results file from the rows this script printed to LOG "
+                         "(a run on a lent GPU machine whose results file did not come back)")
     a = ap.parse_args()
     study = STUDIES[a.model]
     subset = study["subset"] if a.subset is None else a.subset
@@ -191,6 +194,8 @@ def main():
     out_root = Path(a.out or f"runs/{a.model}_ablations/{'subset' + str(subset) if subset else 'full'}_{epochs}ep")
     res_path = ROOT / "benchmarks" / "results" / f"{a.model}_ablations.json"
     head = study.get("head_training")
+    if a.from_log:
+        return write_results(a, study, subset, epochs, rows_from_log(Path(a.from_log), study), res_path, head)
     if head and not (ROOT / head).is_file():
         raise SystemExit(f"{head}: the {a.model} ablation trains on this run's frozen backbones; train it first "
                          f"(configs/{a.model}_ferplus_cpu.yaml)")
@@ -222,6 +227,22 @@ def main():
                       "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(len(hist), 1),
                       "wall_seconds_this_call": time.time() - t0, "paper_accuracy": paper}
         print(name, json.dumps(rows[name]), flush=True)
+    write_results(a, study, subset, epochs, rows, res_path, head)
+
+
+def rows_from_log(log: Path, study: dict) -> dict:
+    """The rows printed as `NAME {json}` lines (the last print of each row wins)."""
+    rows = {}
+    for line in log.read_text().splitlines():
+        name, _, rest = line.partition(" ")
+        if name in study["rows"] and rest.startswith("{"):
+            rows[name] = json.loads(rest)
+    if not rows:
+        raise SystemExit(f"{log}: no rows of this study printed there")
+    return rows
+
+
+def write_results(a, study: dict, subset: int, epochs: int, rows: dict, res_path: Path, head) -> None:
     budget = ((f"FER+ train subset of {subset} images (seed 0)" if subset else "the full FER+ train set") +
               f", {epochs} epochs, the same for every row; best epoch on FER2013Valid, FER2013Test evaluated once per row")
     if head:
@@ -233,6 +254,10 @@ def main():
               "base_config": f"configs/{a.model}_ferplus_cpu.yaml", "paper_dataset": study["paper_dataset"],
               "command": f"python benchmarks/ablations.py {a.model} --subset {subset} --epochs {epochs}",
               "date": now_utc(), "git_commit": git_commit(), "machine": machine_info(), "rows": old}
+    if a.from_log:  # trained elsewhere: say where the rows come from, not this machine
+        result.update(machine={"note": f"the machine that wrote {a.from_log} (see its first lines)"},
+                      recovered_from_log=a.from_log,
+                      command=result["command"] + "  (rows as printed by that run; rebuilt with --from-log)")
     res_path.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_tables(study, old))
 

@@ -31,7 +31,7 @@ def default_model_path() -> Path:
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
                  min_score: float = FaceDetector.DEFAULT_MIN_SCORE, landmarks: str | None = None):
-        """`landmarks`: 'dlib' (default) or the weights of a landmark net from `ferlab landmarks train`."""
+        """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         path = Path(model) if model else default_model_path()
         self.model, self.meta = load_model(path, self.device)

@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dlib HOG detection margin to keep a face (0 = dlib's own cut, more false faces)")
         q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
         q.add_argument("--landmarks", default="dlib",
-                       help="'dlib' or landmark-net weights from `ferlab landmarks train` (faster)")
+                       help="'dlib', 'net' (the shipped landmark net, faster) or weights from `ferlab landmarks train`")
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
     ex.add_argument("--upsample", type=int, default=1)
     ex.add_argument("--min-score", type=float, default=0.25)
-    ex.add_argument("--landmarks", default="dlib", help="'dlib' or landmark-net weights")
+    ex.add_argument("--landmarks", default="dlib", help="'dlib', 'net' (the shipped landmark net) or landmark-net weights")
     ex.add_argument("--tsne", action="store_true",
                     help="instead: a t-SNE plot of the model's features over a dataset split (paper 004 Fig. 4)")
     ex.add_argument("--config", default=None, help="with --tsne: config whose data section to read "

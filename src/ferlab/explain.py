@@ -109,9 +109,11 @@ def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None
             axes[i, j].set_title(name, fontsize=9)
         if points is not None:
             p = np.asarray(points[i])
-            wts = np.asarray(point_weights[i]) if point_weights is not None else np.ones(len(p))
-            axes[i, 1].scatter(p[:, 0], p[:, 1], s=8 + 120 * wts / max(wts.max(), 1e-12), c="white",
-                               edgecolors="black", linewidths=0.4)
+            # weighted (RASA's patch weights): size by weight; plain landmarks (PCDA's net): small dots
+            size = 8 + 120 * (w := np.asarray(point_weights[i])) / max(w.max(), 1e-12) if point_weights is not None else 10
+            axes[i, 1].scatter(p[:, 0], p[:, 1], s=size, c="white", edgecolors="black", linewidths=0.4)
+            axes[i, 1].set_xlim(-0.5, img.shape[1] - 0.5)   # points past the crop's edge do not shrink it
+            axes[i, 1].set_ylim(img.shape[0] - 0.5, -0.5)
         for ax in axes[i]:
             ax.axis("off")
     return save_figure(fig, path)

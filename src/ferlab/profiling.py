@@ -63,12 +63,15 @@ def machine_info() -> dict:
 
 
 def git_commit() -> str:
+    """HEAD, or FERLAB_GIT_COMMIT where it is set: a copy of the tree on another machine (a lent
+    GPU) may carry a stale .git, so the commit it was copied at is passed along explicitly."""
+    import os
+    if os.environ.get("FERLAB_GIT_COMMIT"):
+        return os.environ["FERLAB_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without .git (a lent GPU machine): the commit it was copied at, if given
-        import os
-        return os.environ.get("FERLAB_GIT_COMMIT", "unknown")
+        return "unknown"
 
 
 def now_utc() -> str:

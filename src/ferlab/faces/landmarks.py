@@ -117,11 +117,20 @@ class NetLandmarks:
         return self.on_crop(crop) + np.array([left, top], np.float32)
 
 
+def shipped_landmark_net() -> Path:
+    """The landmark net shipped with ferlab: MobileFaceNet fitted to dlib's 68 points on FER+ train
+    (`ferlab landmarks train configs/landmarks_ferplus.yaml`; its NME against dlib and its speed
+    are in benchmarks/results/landmarks_ferplus.json). PCDA's FER+ recipe freezes these weights."""
+    from importlib import resources
+    return Path(str(resources.files("ferlab") / "weights" / "landmarks_mobilefacenet68.safetensors"))
+
+
 def make_landmarker(spec: str | None = None):
-    """'dlib' (default) or the path of landmark-net weights from `ferlab landmarks train`."""
+    """'dlib' (default), 'net' (the shipped landmark net) or the path of landmark-net weights from
+    `ferlab landmarks train`."""
     if spec in (None, "", "dlib"):
         return DlibLandmarks()
-    return NetLandmarks(spec)
+    return NetLandmarks(shipped_landmark_net() if spec == "net" else spec)
 
 
 DLIB_CROP_CACHE_KEY = "landmarks-dlib68-crop-x{upscale}-v2"
