@@ -31,7 +31,13 @@ def main():
     for path in sorted(RESULTS.glob("*_ferplus.json")):
         name = path.name[: -len("_ferplus.json")]
         rec = json.loads(path.read_text())
-        d = load_config(ROOT / "configs" / f"{name}_ferplus_cpu.yaml")["data"]
+        recipe = ROOT / "configs" / f"{name}_ferplus_cpu.yaml"
+        if not recipe.is_file() or "test_per_class" not in rec:
+            # a recipe's variant (resnet18_8ep: fewer epochs, same architecture), or not an emotion
+            # model's record (landmarks_ferplus.json: the landmark net, timed against dlib there)
+            print(f"{name:10s} skipped: no recipe of its own or not an emotion model", flush=True)
+            continue
+        d = load_config(recipe)["data"]
         kw = {k: v for k, v in (rec.get("model_kwargs") or {}).items() if k not in WEIGHT_FILE_KWARGS}
         kw.setdefault("in_chans", d["channels"])
         model = create_model(rec["model"], num_classes=len(rec["test_per_class"]), **kw).eval()

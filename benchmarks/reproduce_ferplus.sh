@@ -30,7 +30,13 @@ $P benchmarks/landmarks_results.py runs/landmarks_ferplus "$F landmarks train co
 train configs/pcda_ferplus_cpu.yaml
 $P benchmarks/ferplus_results.py runs/pcda_ferplus_cpu/best pcda "$F train configs/pcda_ferplus_cpu.yaml train.progress=false"
 $P benchmarks/pcda_costs.py
+step "resnet18, 8 epochs (PCDA's epochs)"
+$F train configs/resnet18_ferplus_cpu.yaml schedule.epochs=8 train.out_dir=runs/resnet18_ferplus_8ep train.progress=false --resume
+$P benchmarks/ferplus_results.py runs/resnet18_ferplus_8ep/best resnet18_8ep "$F train configs/resnet18_ferplus_cpu.yaml schedule.epochs=8 train.out_dir=runs/resnet18_ferplus_8ep train.progress=false"
 train configs/convcut_ferplus_cpu.yaml
 $P benchmarks/ferplus_results.py runs/convcut_ferplus_cpu/best convcut "$F train configs/convcut_ferplus_cpu.yaml train.progress=false"
+for m in pcda convcut; do $P benchmarks/explain_examples.py runs/${m}_ferplus_cpu/best benchmarks/results/${m}_explain_ferplus_test.png; done
+$F explain --tsne --model runs/convcut_ferplus_cpu/best.safetensors --split test --out benchmarks/results/convcut_tsne_ferplus_test.png
+$P benchmarks/cpu_latency.py
 $P benchmarks/ablations.py pcda
 $P benchmarks/ablations.py convcut

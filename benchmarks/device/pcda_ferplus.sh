@@ -4,7 +4,10 @@
 # `ferplus_bundle.py pack`, dlib_points.npz from `ferplus_bundle.py points`), then:
 #     bash benchmarks/device/pcda_ferplus.sh
 # Every result lands in $OUT/pcda_results.tgz (refreshed after each step, so an interrupted run
-# still returns what finished), the log in $OUT/log.txt, the trained PCDA as float16 in 15 MiB parts.
+# still returns what finished), the log in $OUT/log.txt; with PARTS=1 also the trained PCDA as
+# float16 in 15 MiB parts. Both do not fit the 64 MiB that may come back in all (the 2026-11-27 run
+# lost its archive that way; a second call re-copies the tree and deletes results written there
+# outside runs/, so everything must come back from the one call).
 # SMOKE=1 runs every step on tiny subsets (on a CPU, dlib hidden as there) to check the chain first.
 set -uo pipefail
 OUT=${OUT:-/tmp/pcda_device_out}
@@ -44,8 +47,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >>"$LOG" 2>&1
 step landmarks ferlab landmarks train configs/landmarks_ferplus.yaml "${LM[@]}"
 step pcda ferlab train configs/pcda_ferplus_cpu.yaml train.progress=false "${PC[@]}"
 # the trained PCDA as float16, in parts under the 16 MiB a returned file may have (cat them to rejoin)
-step -k export ferlab export "$RUN/best" runs/pcda_export/pcda_ferplus_fp16 --half
-split -b 15M runs/pcda_export/pcda_ferplus_fp16.safetensors "$OUT/pcda_ferplus_fp16.safetensors.part-"
+if [ "${PARTS:-0}" = 1 ]; then
+    step -k export ferlab export "$RUN/best" runs/pcda_export/pcda_ferplus_fp16 --half
+    split -b 15M runs/pcda_export/pcda_ferplus_fp16.safetensors "$OUT/pcda_ferplus_fp16.safetensors.part-"
+fi
 # the ablation first: it needs the GPU; the results and the figure could be redone on a CPU from the parts
 step -k ablations $PY benchmarks/ablations.py pcda "${AB[@]}"
 step -k results $PY benchmarks/ferplus_results.py "$RUN/best" pcda \
