@@ -91,7 +91,7 @@ def train_landmarks(cfg: dict, log=print) -> dict:
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError("no faces with dlib landmarks in the train or valid split")
     log(f"landmarks: train {len(x_tr)} faces, valid {len(x_va)} (dlib's 68 points as targets)")
-    device = pick_device()  # a GPU when there is one; the recipe's numbers do not depend on it
+    device = pick_device()  # a GPU when there is one (its numbers differ slightly from a CPU's)
     net = MobileFaceNetLandmarks(in_chans=3).to(device)
     epochs, bs = int(lcfg["epochs"]), int(lcfg["batch_size"])
     steps = max(1, len(x_tr) // bs)

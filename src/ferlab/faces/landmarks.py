@@ -140,13 +140,16 @@ def seed_dataset_landmarks(samples, arrays: dict, upscale: int = 4) -> None:
     """Fill the cache that `dataset_landmarks` reads with dlib points computed on another machine
     (arrays as it stores them: landmarks (N, 68, 2) in stored pixels, ok (N,), sizes (N, 2)), so
     that a machine without dlib (a lent GPU) trains on the same targets."""
-    from ..cache import cache_dir, fingerprint
+    import io
+    from ..cache import atomic_write_bytes, cache_dir, fingerprint
     n = len(samples)
     if arrays["landmarks"].shape != (n, 68, 2) or arrays["ok"].shape != (n,) or arrays["sizes"].shape != (n, 2):
         raise ValueError(f"seed arrays do not match the {n} samples")
-    path = cache_dir() / f"{fingerprint(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths)}.npz"
-    np.savez(path, landmarks=arrays["landmarks"].astype(np.float32), ok=arrays["ok"].astype(bool),
+    buf = io.BytesIO()
+    np.savez(buf, landmarks=arrays["landmarks"].astype(np.float32), ok=arrays["ok"].astype(bool),
              sizes=arrays["sizes"].astype(np.float32))
+    atomic_write_bytes(cache_dir() / f"{fingerprint(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths)}.npz",
+                       buf.getvalue())
 
 
 def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
