@@ -153,7 +153,7 @@ STUDIES = {
     },
     "convcut": {
         # 2 epochs of the full train set for every row (the recipe itself has 20): about 12 min a row on
-        # a 2-core Intel Xeon (5.6 min an epoch), the deeper cuts 2.4x and 5.2x the FLOPs of the default
+        # a 2-core Intel Xeon (4.4-6.0 min an epoch), the deeper cuts 2.4x and 5.2x the FLOPs of the default
         "subset": 0, "epochs": 2, "paper_dataset": "FERPlus",
         "rows": {
             "de_sa": ([], 0.9569),

@@ -133,14 +133,6 @@ def seed_from_arrays(splits: dict, arrays: dict, seed) -> int:
     return len(splits)
 
 
-def _dlib_cache_entry(samples) -> dict:
-    """The landmark cache's entry for these samples (dlib runs first if it is not there yet)."""
-    from ferlab.cache import cached_arrays
-    from ferlab.faces.landmarks import DLIB_CROP_CACHE_KEY, dataset_landmarks
-    dataset_landmarks(samples)
-    return cached_arrays(DLIB_CROP_CACHE_KEY.format(upscale=4), samples.paths, lambda: None)
-
-
 if __name__ == "__main__":
     n_args = {"pack": 3, "unpack": 4, "points": 3, "seed-points": 3}
     if len(sys.argv) != n_args.get(sys.argv[1] if len(sys.argv) > 1 else "", -1):
@@ -155,7 +147,8 @@ if __name__ == "__main__":
         from ferlab.data import load_splits
         splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
         if sys.argv[1] == "points":
-            arrays = points_to_arrays(splits, _dlib_cache_entry)
+            from ferlab.faces.landmarks import dlib_crop_entry
+            arrays = points_to_arrays(splits, dlib_crop_entry)
             buf = io.BytesIO()
             np.savez_compressed(buf, **arrays)
             Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)

@@ -59,8 +59,9 @@ def cached_json(key: str, files: Sequence[os.PathLike], compute: Callable[[], ob
     return value
 
 
-def cached_arrays(key: str, files: Sequence[os.PathLike], compute: Callable[[], dict[str, np.ndarray]]):
-    """Cache a dict of numpy arrays as an .npz (loaded fully into memory)."""
+def cached_arrays(key: str, files: Sequence[os.PathLike], compute: Callable[[], dict[str, np.ndarray]] | None):
+    """Cache a dict of numpy arrays as an .npz (loaded fully into memory). With compute=None only
+    look: the entry, or None when there is none."""
     path = cache_dir() / f"{fingerprint(key, files)}.npz"
     if path.is_file():
         try:
@@ -68,7 +69,14 @@ def cached_arrays(key: str, files: Sequence[os.PathLike], compute: Callable[[], 
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError):
             pass
-    value = compute()
+    if compute is None:
+        return None
+    return store_arrays(key, files, compute())
+
+
+def store_arrays(key: str, files: Sequence[os.PathLike], value: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Write the entry of `cached_arrays` (e.g. arrays computed on another machine), atomically."""
+    path = cache_dir() / f"{fingerprint(key, files)}.npz"
     # a unique temp name: several processes (DDP ranks) may fill the same entry at once
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:

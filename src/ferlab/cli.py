@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dlib HOG detection margin to keep a face (0 = dlib's own cut, more false faces)")
         q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
         q.add_argument("--landmarks", default="dlib",
-                       help="'dlib', 'net' (the shipped landmark net, faster) or weights from `ferlab landmarks train`")
+                       help="'dlib' (the fastest on a CPU), 'net' (the shipped landmark net) or weights from `ferlab landmarks train`")
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")

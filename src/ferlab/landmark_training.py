@@ -1,7 +1,7 @@
 """`ferlab landmarks train CONFIG`: fit MobileFaceNet to regress dlib's 68 points.
 
 No public landmark weights can be downloaded here, so the landmark branch of PCDA (paper 003) and
-the fast landmark option of the face front end are trained on the dataset's own faces: targets are
+the landmark-net option of the face front end (slower than dlib on a CPU) are trained on the dataset's own faces: targets are
 dlib's points from the pipeline's landmark cache, inputs the face crops at 112x112 (gray repeated to
 3 channels, standardised as the emotion models are: (x - 0.5) / 0.5). Augmentation warps image and
 points together (flips relabel left/right points). The epoch with the lowest normalised mean error
@@ -47,14 +47,18 @@ def normalised_mean_error(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _faces_with_points(samples, limit=None, seed=0):
     """uint8 (N, 1, 112, 112) faces and dlib's points in their pixels, for the faces dlib marked
-    (a seeded subset of `limit` faces, if given). dlib's points come from the whole split's cache
-    entry (dlib runs once per split, ~1 min for FER+ train), so every subset shares one entry."""
+    (a seeded subset of `limit` faces, if given: dlib then runs on those only, unless the whole
+    split's points are cached already, e.g. seeded on a machine without dlib)."""
     from .data import load_images
     from .faces import dataset_landmarks
-    pts, ok_lm = dataset_landmarks(samples, size=SIZE)
+    from .faces.landmarks import dlib_crop_entry, entry_points
     if limit and len(samples) > int(limit):
         idx = np.sort(np.random.RandomState(seed).permutation(len(samples))[:int(limit)])
-        samples, pts, ok_lm = samples.subset(idx), pts[idx], ok_lm[idx]
+        whole = dlib_crop_entry(samples, compute=False)
+        samples = samples.subset(idx)
+        pts, ok_lm = entry_points(whole, SIZE, idx) if whole is not None else dataset_landmarks(samples, size=SIZE)
+    else:
+        pts, ok_lm = dataset_landmarks(samples, size=SIZE)
     imgs, ok = load_images(samples, SIZE, 1)
     iod = np.linalg.norm(pts[:, 36] - pts[:, 45], axis=1)
     keep = np.flatnonzero(ok & ok_lm & np.isfinite(pts).all((1, 2)) & (iod > 4))

@@ -140,26 +140,22 @@ def seed_dataset_landmarks(samples, arrays: dict, upscale: int = 4) -> None:
     """Fill the cache that `dataset_landmarks` reads with dlib points computed on another machine
     (arrays as it stores them: landmarks (N, 68, 2) in stored pixels, ok (N,), sizes (N, 2)), so
     that a machine without dlib (a lent GPU) trains on the same targets."""
-    import io
-    from ..cache import atomic_write_bytes, cache_dir, fingerprint
+    from ..cache import store_arrays
     n = len(samples)
     if arrays["landmarks"].shape != (n, 68, 2) or arrays["ok"].shape != (n,) or arrays["sizes"].shape != (n, 2):
         raise ValueError(f"seed arrays do not match the {n} samples")
-    buf = io.BytesIO()
-    np.savez(buf, landmarks=arrays["landmarks"].astype(np.float32), ok=arrays["ok"].astype(bool),
-             sizes=arrays["sizes"].astype(np.float32))
-    atomic_write_bytes(cache_dir() / f"{fingerprint(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths)}.npz",
-                       buf.getvalue())
+    store_arrays(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths,
+                 {"landmarks": arrays["landmarks"].astype(np.float32), "ok": arrays["ok"].astype(bool),
+                  "sizes": arrays["sizes"].astype(np.float32)})
 
 
-def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
-    cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with
-    `size`, in the pixels of that image resized to size x size (as ferlab.data.load_images does)."""
+def dlib_crop_entry(samples, upscale: int = 4, compute: bool = True) -> dict | None:
+    """The landmark cache's entry for a SampleList of pre-cropped faces: landmarks (N, 68, 2) in
+    stored pixels, ok, sizes (h, w). dlib runs when it is missing; with compute=False, None then."""
     from ..cache import cached_arrays
     from ..imageio import BadImageError, read_image
 
-    def compute():
+    def run_dlib():
         lm = DlibLandmarks()
         pts = np.zeros((len(samples), 68, 2), np.float32)
         hw = np.ones((len(samples), 2), np.float32)
@@ -175,7 +171,20 @@ def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tup
             except BadImageError:
                 pass
         return {"landmarks": pts, "ok": ok, "sizes": hw}
-    out = cached_arrays(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths, compute)
+    return cached_arrays(DLIB_CROP_CACHE_KEY.format(upscale=upscale), samples.paths, run_dlib if compute else None)
+
+
+def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
+    cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with
+    `size`, in the pixels of that image resized to size x size (as ferlab.data.load_images does)."""
+    return entry_points(dlib_crop_entry(samples, upscale), size)
+
+
+def entry_points(out: dict, size: int | None = None, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """(landmarks, ok) of a landmark cache entry (optionally only `rows`), in stored pixels or resized."""
+    if rows is not None:
+        out = {k: v[rows] for k, v in out.items()}
     pts = out["landmarks"]
     if size is not None:
         pts = resize_points(pts, out["sizes"][:, 0], out["sizes"][:, 1], size)
