@@ -193,6 +193,9 @@ def load_split_arrays(dcfg: dict, seed: int = 0):
 
 def train(cfg: dict, resume: bool = False, log=print) -> dict:
     """Run a training config. Returns the final report (valid + test metrics, paths)."""
+    clip_norm = cfg["optim"].get("clip_grad_norm")  # max L2 norm of all gradients together, or None
+    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
+        raise ValueError(f"optim.clip_grad_norm must be a positive number or null, not {clip_norm!r}")
     device = pick_device()
     rank, world = setup_distributed(device)
     tcfg, dcfg = cfg["train"], cfg["data"]
@@ -293,9 +296,6 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=aux) if ddp else model
     amp = amp_dtype(tcfg.get("amp", "auto"), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    clip_norm = cfg["optim"].get("clip_grad_norm")  # max L2 norm of all gradients together, or None
-    if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
-        raise ValueError(f"optim.clip_grad_norm must be a positive number or null, not {clip_norm!r}")
     mode = dcfg.get("label_mode", "majority")
     weights = None
     if dcfg.get("balanced_sampling"):
