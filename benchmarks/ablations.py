@@ -152,8 +152,8 @@ STUDIES = {
         "neutral": [("without NeAA", "dot_cross", (0.8971, 0.9050)), ("with NeAA", "full_max", (0.9397, 0.9116))],
     },
     "convcut": {
-        # 2 epochs of the full train set for every row (the recipe itself has 20): about 12 min a row on
-        # a 2-core Intel Xeon (4.4-6.0 min an epoch), the deeper cuts 2.4x and 5.2x the FLOPs of the default
+        # 2 epochs of the full train set for every row (the recipe itself has 20): 4-6 min an epoch on a
+        # 2-core Intel Xeon for the default cut, 9.4 and 14.8 min for the two deeper cuts (2.4x, 5.2x its FLOPs)
         "subset": 0, "epochs": 2, "paper_dataset": "FERPlus",
         "rows": {
             "de_sa": ([], 0.9569),
