@@ -29,7 +29,7 @@ benchmarks/ablations.py convcut`, benchmarks/results/convcut_ablations.json, 2-c
 
                                     params   GFLOPs        valid   test    s/epoch
     after stage 1                    0.52 M   0.21 / 2.64   37.0 %  35.4 %   245
-    after stage 2 (default)          2.31 M   0.44 / 5.36   52.7 %  51.6 %   358
+    after stage 2 (default)          2.31 M   0.44 / 5.36   52.6 %  51.6 %   358
     stage 2 + 9 blocks of stage 3   22.0 M    1.06 / 13.1   49.4 %  47.0 %   565
     after stage 3                   60.3 M    2.29 / 28.0   49.3 %  47.3 %   890
 
