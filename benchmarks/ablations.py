@@ -36,6 +36,7 @@ Conv-cut (paper 004):
 """
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -283,8 +284,10 @@ def model_cost(cfg: dict) -> dict:
 def markdown_tables(study: dict, rows: dict) -> str:
     lines = []
     for title, items in study["tables"].items():
+        named = re.search(r"paper (?:rows )?on ([^;)]+)", title)  # a table whose paper numbers are another dataset's
+        dataset = named.group(1).strip() if named else study["paper_dataset"]
         lines += [f"\nTable {title}", f"| variant | params | GFLOPs | valid acc | test acc | test acc (dedup) | "
-                                         f"paper ({study['paper_dataset']}) |", "|---|---|---|---|---|---|---|"]
+                                         f"paper ({dataset}) |", "|---|---|---|---|---|---|---|"]
         for label, key in items:
             if key in rows:
                 r, paper = rows[key], rows[key]["paper_accuracy"]

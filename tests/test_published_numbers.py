@@ -61,3 +61,18 @@ def test_convcut_default_cut_is_the_recorded_best():
         r = rows[k]
         cells = f"{r['valid_accuracy']:.1%}  {r['test_accuracy']:.1%}".replace("%", " %")
         assert cells in doc, f"convcut docstring: row {k} should read {cells}"
+
+
+def test_printed_ablation_tables_name_each_tables_paper_dataset():
+    """Conv-cut's Table 3 quotes the paper's RAF-DB numbers, its Table 2 FERPlus: the header says which."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
+    ablations = importlib.util.module_from_spec(spec)
+    sys.modules["ablations"] = ablations
+    spec.loader.exec_module(ablations)
+    study = ablations.STUDIES["convcut"]
+    rows = json.loads((RESULTS / "convcut_ablations.json").read_text())["rows"]
+    text = ablations.markdown_tables(study, rows)
+    t2, t3 = text.split("\nTable 3")[0].split("\nTable 2")[1], text.split("\nTable 3")[1].split("\nTable (")[0]
+    assert "paper (FERPlus)" in t2 and "paper (RAF-DB)" in t3 and "FERPlus" not in t3.split("\n", 2)[1]
