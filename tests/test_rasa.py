@@ -258,7 +258,8 @@ def test_rasa_trains_with_dataset_landmarks_and_serves_everywhere(class_folder_d
     faces = fa.analyze(data.astronaut())
     assert len(faces) == 1 and set(faces[0]["probs"]) == {"neutral", "happiness", "surprise"}
     recs = fa.classify_crops([data.astronaut()[70:175, 170:272]] * 2)
-    assert len(recs) == 2 and recs[0]["probs"] == recs[1]["probs"]
+    # the same crop twice, same answer (up to float rounding: a batch's rows may take different CPU kernels)
+    assert len(recs) == 2 and recs[0]["probs"] == pytest.approx(recs[1]["probs"], abs=1e-5)
 
     # explain: the attention map as a PNG
     png = tmp_path / "explain.png"
