@@ -36,10 +36,10 @@ Conv-cut (paper 004):
 """
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
+from ferlab.cache import atomic_write_bytes
 from ferlab.config import load_config
 from ferlab.profiling import git_commit, machine_info, now_utc
 from ferlab.head_training import train_head
@@ -171,8 +171,9 @@ STUDIES = {
         "tables": {
             "2 (self-attention, Detail Extraction; paper rows on FERPlus)": [
                 ("- / -", "no_de_no_sa"), ("SA / -", "sa_only"), ("- / DE", "de_only"), ("SA / DE", "de_sa")],
-            "3 (separable conv layers in Detail Extraction; paper on RAF-DB)": [
-                ("one", "de_1_layer"), ("two", "de_sa"), ("three", "de_3_layers")],
+            # a table may quote another dataset's paper numbers than the study's: {paper_dataset, rows}
+            "3 (separable conv layers in Detail Extraction; paper on RAF-DB)": {"paper_dataset": "RAF-DB", "rows": [
+                ("one", "de_1_layer"), ("two", "de_sa"), ("three", "de_3_layers")]},
             "(where to cut ConvNeXt-Base; not in the paper)": [
                 ("after stage 1", "cut_stage1"), ("after stage 2 (default)", "de_sa"),
                 ("stage 2 + 9 blocks of stage 3", "cut_stage2_plus9"), ("after stage 3", "cut_stage3")],
@@ -200,6 +201,10 @@ def main():
     out_root = Path(a.out or f"runs/{a.model}_ablations/{'subset' + str(subset) if subset else 'full'}_{epochs}ep")
     res_path = ROOT / "benchmarks" / "results" / f"{a.model}_ablations.json"
     head = study.get("head_training")
+    unknown = sorted(set(a.only or []) - set(study["rows"]))
+    if unknown:  # a typo would train nothing and still rewrite the record's date and commit
+        raise SystemExit(f"--only: {', '.join(unknown)}: no such row of the {a.model} study "
+                         f"(rows: {', '.join(study['rows'])})")
     if a.from_log:
         return write_results(a, study, subset, epochs, rows_from_log(Path(a.from_log), study), res_path, head)
     if head and not (ROOT / head).is_file():
@@ -231,7 +236,9 @@ def main():
                       **model_cost(cfg),
                       "test_per_class": {k: {m: v[m] for m in ("recall", "f1")} for k, v in test.get("per_class", {}).items()},
                       "seconds_per_epoch": sum(h["seconds"] for h in hist) / max(len(hist), 1),
-                      "wall_seconds_this_call": time.time() - t0, "paper_accuracy": paper}
+                      "wall_seconds_this_call": time.time() - t0, "paper_accuracy": paper,
+                      # per row: a study may be run in parts (--only), at different commits
+                      "git_commit": git_commit(), "date": now_utc()}
         print(name, json.dumps(rows[name]), flush=True)
         write_results(a, study, subset, epochs, rows, res_path, head, tables=False)  # an interrupted study keeps its rows
     write_results(a, study, subset, epochs, rows, res_path, head)
@@ -239,11 +246,16 @@ def main():
 
 def rows_from_log(log: Path, study: dict) -> dict:
     """The rows printed as `NAME {json}` lines (the last print of each row wins)."""
+    if not log.is_file():
+        raise SystemExit(f"{log}: no such file")
     rows = {}
-    for line in log.read_text().splitlines():
+    for n, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
         name, _, rest = line.partition(" ")
         if name in study["rows"] and rest.startswith("{"):
-            rows[name] = json.loads(rest)
+            try:
+                rows[name] = json.loads(rest)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{log}:{n}: row {name} is not complete JSON ({e.msg}); a cut-off log?")
     if not rows:
         raise SystemExit(f"{log}: no rows of this study printed there")
     return rows
@@ -260,12 +272,14 @@ def write_results(a, study: dict, subset: int, epochs: int, rows: dict, res_path
     result = {"model": a.model, "budget": budget,
               "base_config": f"configs/{a.model}_ferplus_cpu.yaml", "paper_dataset": study["paper_dataset"],
               "command": f"python benchmarks/ablations.py {a.model} --subset {subset} --epochs {epochs}",
+              # date and commit of this write; each row names the commit it ran at
               "date": now_utc(), "git_commit": git_commit(), "machine": machine_info(), "rows": old}
     if a.from_log:  # trained elsewhere: say where the rows come from, not this machine
         result.update(machine={"note": f"the machine that wrote {a.from_log} (see its first lines)"},
                       recovered_from_log=a.from_log,
                       command=result["command"] + "  (rows as printed by that run; rebuilt with --from-log)")
-    res_path.write_text(json.dumps(result, indent=2) + "\n")
+    # atomic: the file is rewritten after every row and holds the rows of earlier calls too
+    atomic_write_bytes(res_path, (json.dumps(result, indent=2) + "\n").encode())
     if tables:
         print(markdown_tables(study, old))
 
@@ -283,9 +297,9 @@ def model_cost(cfg: dict) -> dict:
 
 def markdown_tables(study: dict, rows: dict) -> str:
     lines = []
-    for title, items in study["tables"].items():
-        named = re.search(r"paper (?:rows )?on ([^;)]+)", title)  # a table whose paper numbers are another dataset's
-        dataset = named.group(1).strip() if named else study["paper_dataset"]
+    for title, table in study["tables"].items():
+        table = table if isinstance(table, dict) else {"rows": table}
+        items, dataset = table["rows"], table.get("paper_dataset", study["paper_dataset"])
         lines += [f"\nTable {title}", f"| variant | params | GFLOPs | valid acc | test acc | test acc (dedup) | "
                                          f"paper ({dataset}) |", "|---|---|---|---|---|---|---|"]
         for label, key in items:

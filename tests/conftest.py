@@ -15,6 +15,18 @@ needs_ferplus = pytest.mark.skipif(not (FERPLUS / "FER2013Train" / "label.csv").
                                    reason=f"FER+ not found at {FERPLUS} (set FERLAB_FERPLUS); CI has it")
 
 
+def load_script(relpath: str):
+    """A benchmark script (not part of the package) as a module, e.g. load_script("benchmarks/ablations.py")."""
+    import importlib.util
+    import sys
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses and pickling look a module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     # each test session gets its own cache, so tests never depend on a developer's cache

@@ -1,14 +1,10 @@
 """benchmarks/device/ferplus_bundle.py: the lossless FER+ transport rebuilds every face exactly."""
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-_spec = importlib.util.spec_from_file_location(
-    "ferplus_bundle", Path(__file__).resolve().parents[1] / "benchmarks" / "device" / "ferplus_bundle.py")
-bundle = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bundle)
+from conftest import load_script
+
+bundle = load_script("benchmarks/device/ferplus_bundle.py")
 
 
 def test_codec_round_trip_is_exact():
@@ -68,28 +64,3 @@ def test_dlib_points_travel_exactly_and_seed_the_cache(tmp_path):
     with pytest.raises(SystemExit, match="eighths"):
         bundle.points_to_arrays(here, lambda s: carried[next(k for k in here if here[k] is s)])
 
-
-def test_ablation_rows_are_rebuilt_from_a_device_runs_log(tmp_path):
-    """benchmarks/ablations.py --from-log: the rows a run printed (`NAME {json}`) are read back, the
-    last print of a row wins, other lines are ignored, and a log without rows is refused."""
-    import sys
-    import pytest
-    spec = importlib.util.spec_from_file_location(
-        "ablations", Path(__file__).resolve().parents[1] / "benchmarks" / "ablations.py")
-    ablations = importlib.util.module_from_spec(spec)
-    sys.modules["ablations"] = ablations
-    spec.loader.exec_module(ablations)
-    study = ablations.STUDIES["pcda"]
-    log = tmp_path / "log.txt"
-    log.write_text("\n".join([
-        "== 18:16:41 ablations: python3 benchmarks/ablations.py pcda",
-        "epoch 1/3 loss 0.85 valid_acc 0.79 (4s) *",
-        'none {"test_accuracy": 0.5}',
-        'notarow {"test_accuracy": 0.1}',
-        'none {"test_accuracy": 0.7876}',
-        'full_max {"test_accuracy": 0.7908}']) + "\n")
-    rows = ablations.rows_from_log(log, study)
-    assert rows == {"none": {"test_accuracy": 0.7876}, "full_max": {"test_accuracy": 0.7908}}
-    log.write_text("epoch 1/3 loss 0.85\n")
-    with pytest.raises(SystemExit, match="no rows"):
-        ablations.rows_from_log(log, study)
