@@ -1,13 +1,13 @@
 """Every accuracy the README publishes comes from a committed record in benchmarks/results/."""
 from __future__ import annotations
 
+import inspect
 import json
-import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
+
 RESULTS = ROOT / "benchmarks" / "results"
 README = (ROOT / "README.md").read_text()
 
@@ -21,7 +21,7 @@ def results_table_rows() -> dict[str, list[str]]:
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
         label = cells[0]
-        name = "resnet18_8ep" if label.startswith("resnet18 with its recipe for 8 epochs") else label.split()[0]
+        name = label.split()[0]  # a row starts with its record's name: NAME_ferplus.json
         rows[name] = cells
     return rows
 
@@ -49,30 +49,23 @@ def test_every_ablation_row_is_published_as_recorded(path):
 
 def test_convcut_default_cut_is_the_recorded_best():
     """The model's docstring justifies its default cut by the cut-point rows: keep that true."""
-    from ferlab.models.convcut import __doc__ as doc
+    from ferlab.config import load_config
+    from ferlab.models.convcut import ConvCut, __doc__ as doc
+    study = load_script("benchmarks/ablations.py").STUDIES["convcut"]
+    recipe = ROOT / "configs" / "convcut_ferplus_cpu.yaml"
     rows = json.loads((RESULTS / "convcut_ablations.json").read_text())["rows"]
-    cuts = {"cut_stage1": (1, 0), "de_sa": (2, 0), "cut_stage2_plus9": (2, 9), "cut_stage3": (3, 0)}
-    assert set(cuts) <= set(rows), "all four cut-point rows are recorded"
-    best = max(cuts, key=lambda k: rows[k]["valid_accuracy"])
-    cfg = (ROOT / "configs" / "convcut_ferplus_cpu.yaml").read_text()
-    stages, blocks = (int(x) for x in re.search(r"stages: (\d+), blocks: (\d+)", cfg).groups())
-    assert cuts[best] == (stages, blocks)
-    for k in cuts:  # the docstring's table row: valid and test accuracy as recorded
+    cut_rows = [key for _, key in study["tables"]["(where to cut ConvNeXt-Base; not in the paper)"]]
+    assert len(cut_rows) == 4 and set(cut_rows) <= set(rows), "all four cut-point rows are recorded"
+    cut = {}  # row -> (stages, blocks): the recipe with the row's overrides
+    for key in cut_rows:
+        kw = load_config(recipe, study["rows"][key][0])["model"]["kwargs"]
+        cut[key] = (kw["stages"], kw["blocks"])
+    best = max(cut_rows, key=lambda k: rows[k]["valid_accuracy"])
+    own = load_config(recipe)["model"]["kwargs"]
+    assert cut[best] == (own["stages"], own["blocks"]), "the recipe's cut is the recorded best"
+    builder = inspect.signature(ConvCut.__init__).parameters  # the model's own default is that cut too
+    assert cut[best] == (builder["stages"].default, builder["blocks"].default)
+    for k in cut_rows:  # the docstring's table row: valid and test accuracy as recorded
         r = rows[k]
         cells = f"{r['valid_accuracy']:.1%}  {r['test_accuracy']:.1%}".replace("%", " %")
         assert cells in doc, f"convcut docstring: row {k} should read {cells}"
-
-
-def test_printed_ablation_tables_name_each_tables_paper_dataset():
-    """Conv-cut's Table 3 quotes the paper's RAF-DB numbers, its Table 2 FERPlus: the header says which."""
-    import importlib.util
-    import sys
-    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
-    ablations = importlib.util.module_from_spec(spec)
-    sys.modules["ablations"] = ablations
-    spec.loader.exec_module(ablations)
-    study = ablations.STUDIES["convcut"]
-    rows = json.loads((RESULTS / "convcut_ablations.json").read_text())["rows"]
-    text = ablations.markdown_tables(study, rows)
-    t2, t3 = text.split("\nTable 3")[0].split("\nTable 2")[1], text.split("\nTable 3")[1].split("\nTable (")[0]
-    assert "paper (FERPlus)" in t2 and "paper (RAF-DB)" in t3 and "FERPlus" not in t3.split("\n", 2)[1]
