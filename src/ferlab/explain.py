@@ -110,7 +110,10 @@ def render(crops: list[np.ndarray], panels, titles: list[str], path, points=None
         if points is not None:
             p = np.asarray(points[i])
             # weighted (RASA's patch weights): size by weight; plain landmarks (PCDA's net): small dots
-            size = 8 + 120 * (w := np.asarray(point_weights[i])) / max(w.max(), 1e-12) if point_weights is not None else 10
+            size = 10
+            if point_weights is not None:
+                w = np.asarray(point_weights[i])
+                size = 8 + 120 * w / max(w.max(), 1e-12)
             axes[i, 1].scatter(p[:, 0], p[:, 1], s=size, c="white", edgecolors="black", linewidths=0.4)
             axes[i, 1].set_xlim(-0.5, img.shape[1] - 0.5)   # points past the crop's edge do not shrink it
             axes[i, 1].set_ylim(img.shape[0] - 0.5, -0.5)
