@@ -25,7 +25,7 @@ Swin-SE (paper 002; its Table 2 is on AffectNet, 7 classes, after hybrid trainin
             epochs cost it about twice the time); and, not in the paper, the ResNet-18 baseline at the
             same epochs and Swin-T + SE without SAM for twice the epochs (SAM's compute)
 PCDA (paper 003; its ablations are on RAF-DB; rows train on the cached features of the main FER+
-run's frozen backbones, ferlab.head_training: flips are the only augmentation):
+run's frozen backbones, ferlab.engine.head_training: flips are the only augmentation):
   Table 1   the 8 on/off rows of dot-product attention, cross attention, NeAA loss
   Table 3   neutral recall and F1 without / with NeAA (Table 1 rows 5 and 8)
   Table 4   heatmap from the landmark features: Conv / Sum+Repeat / Abs+Sum+Repeat / Max+Repeat
@@ -39,11 +39,11 @@ import json
 import time
 from pathlib import Path
 
-from ferlab.cache import atomic_write_bytes
-from ferlab.config import load_config
-from ferlab.profiling import git_commit, machine_info, now_utc
-from ferlab.head_training import train_head
-from ferlab.train import train
+from ferlab.data.cache import atomic_write_bytes
+from ferlab.engine.config import load_config
+from ferlab.engine.head_training import train_head
+from ferlab.engine.profiling import git_commit, machine_info, now_utc
+from ferlab.engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,9 +286,9 @@ def write_results(a, study: dict, subset: int, epochs: int, rows: dict, res_path
 
 def model_cost(cfg: dict) -> dict:
     """Parameters and FLOPs (one face) of a row's model, from its config."""
+    from ferlab.engine.profiling import count_flops, count_params
     from ferlab.models import create_model
     from ferlab.models.weights import WEIGHT_FILE_KWARGS
-    from ferlab.profiling import count_flops, count_params
     d = cfg["data"]
     kw = {k: v for k, v in cfg["model"].get("kwargs", {}).items() if k not in WEIGHT_FILE_KWARGS}
     m = create_model(cfg["model"]["name"], num_classes=8, in_chans=d["channels"], **kw)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ferlab.config import load_config
+from ferlab.engine.config import load_config
+from ferlab.engine.profiling import example_inputs, git_commit, latency_ms, machine_info, now_utc
 from ferlab.models import create_model
 from ferlab.models.weights import WEIGHT_FILE_KWARGS
-from ferlab.profiling import example_inputs, git_commit, latency_ms, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

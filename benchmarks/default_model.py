@@ -12,9 +12,9 @@ Results: benchmarks/results/resnet18_ferplus.json and resnet18_ferplus_test_pred
 import sys
 from pathlib import Path
 
-from ferlab.app import FaceAnalyzer, default_model_path
-from ferlab.checkpoint import load_model, save_model
-from ferlab.profiling import latency_ms
+from ferlab.app.analyzer import FaceAnalyzer, default_model_path
+from ferlab.engine.checkpoint import load_model, save_model
+from ferlab.engine.profiling import latency_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ferplus_results import record  # noqa: E402

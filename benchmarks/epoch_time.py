@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ferlab.config import load_config
+from ferlab.engine.config import load_config
+from ferlab.engine.profiling import example_inputs, git_commit, machine_info, now_utc
+from ferlab.engine.train import amp_dtype
 from ferlab.models import create_model
 from ferlab.models.mobilefacenet import MobileFaceNetLandmarks
 from ferlab.models.weights import WEIGHT_FILE_KWARGS
-from ferlab.train import amp_dtype
-from ferlab.profiling import example_inputs, git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN = 27947
@@ -29,7 +29,7 @@ RECIPES = ["resnet18_ferplus_cpu", "dan_ferplus_cpu", "swin_se_ferplus_cpu", "pc
 
 
 class HeadOnFeatures(torch.nn.Module):
-    """A model's head run on its backbones' outputs, as ferlab.head_training trains it."""
+    """A model's head run on its backbones' outputs, as ferlab.engine.head_training trains it."""
 
     def __init__(self, model):
         super().__init__()

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import torch
 
-from ferlab.checkpoint import load_model
-from ferlab.data import load_images, load_splits, standardise
-from ferlab.explain import explain_batch, render
+from ferlab.app.explain import explain_batch, render
+from ferlab.data.arrays import load_images, load_splits, standardise
+from ferlab.engine.checkpoint import load_model
 from ferlab.faces import dataset_landmarks
 from ferlab.models import needs_landmarks
 

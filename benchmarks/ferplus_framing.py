@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferlab.data import load_splits
+from ferlab.data.arrays import load_splits
+from ferlab.data.imageio import read_image
+from ferlab.engine.profiling import git_commit, now_utc
 from ferlab.faces.detect import HogDetector
-from ferlab.imageio import read_image
-from ferlab.profiling import git_commit, now_utc
 
 
 def main():

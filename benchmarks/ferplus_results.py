@@ -14,11 +14,19 @@ from pathlib import Path
 
 import torch
 
-from ferlab.checkpoint import load_meta, load_model
-from ferlab.data import load_splits
-from ferlab.evaluate import evaluate_checkpoint_on_split
-from ferlab.train import pick_device
-from ferlab.profiling import count_flops, count_params, example_inputs, git_commit, latency_ms, machine_info, now_utc
+from ferlab.data.arrays import load_splits
+from ferlab.engine.checkpoint import load_meta, load_model
+from ferlab.engine.evaluate import evaluate_checkpoint_on_split
+from ferlab.engine.profiling import (
+    count_flops,
+    count_params,
+    example_inputs,
+    git_commit,
+    latency_ms,
+    machine_info,
+    now_utc,
+)
+from ferlab.engine.train import pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

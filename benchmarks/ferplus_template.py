@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 
-from ferlab.data import load_splits
+from ferlab.data.arrays import load_splits
+from ferlab.data.imageio import read_image
 from ferlab.faces.align import estimate_template
 from ferlab.faces.landmarks import DlibLandmarks
-from ferlab.imageio import read_image
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 train = load_splits({"dataset": "ferplus", "find_duplicates": False})["train"]

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlab.data import load_images, load_splits
+from ferlab.data.arrays import load_images, load_splits
+from ferlab.engine.landmark_training import normalised_mean_error
+from ferlab.engine.profiling import git_commit, latency_ms, machine_info, now_utc
 from ferlab.faces import DlibLandmarks, FaceDetector
 from ferlab.faces.landmarks import NetLandmarks
-from ferlab.landmark_training import normalised_mean_error
-from ferlab.profiling import git_commit, latency_ms, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ferlab.config import load_config
+from ferlab.engine.config import load_config
+from ferlab.engine.profiling import costs_by_module, example_inputs, git_commit, latency_ms, machine_info, now_utc
 from ferlab.models import create_model
 from ferlab.models.weights import WEIGHT_FILE_KWARGS
-from ferlab.profiling import costs_by_module, example_inputs, git_commit, latency_ms, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TABLE8 = {"image_backbone": (17.6e6, 5.5e9), "landmark_backbone": (1.0e6, 0.2e9),

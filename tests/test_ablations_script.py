@@ -4,7 +4,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import ROOT, load_script
 
 ablations = load_script("benchmarks/ablations.py")

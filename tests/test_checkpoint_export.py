@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import torch
 
-from ferlab.checkpoint import load_model, save_model
+from ferlab.engine.checkpoint import load_model, save_model
 from ferlab.models import create_model
 
 
@@ -44,7 +44,7 @@ def test_export_half_and_onnx(tmp_path):
 
 
 def test_int8_weights_by_hand_and_round_trip(tmp_path):
-    from ferlab.checkpoint import INT8_SCALE, quantize_int8
+    from ferlab.engine.checkpoint import INT8_SCALE, quantize_int8
     w = torch.tensor([[0.5, -1.27, 0.01], [2.54, 0.0, -0.02]])
     q, scale = quantize_int8(w)
     # per output row: scale = max|w| / 127 -> 0.01 and 0.02; q = round(w / scale)

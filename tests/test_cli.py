@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FERPLUS, needs_ferplus
 from PIL import Image
 
-from conftest import FERPLUS, needs_ferplus
-from ferlab.app import FaceAnalyzer, default_model_path
+from ferlab.app.analyzer import FaceAnalyzer, default_model_path
 from ferlab.cli import main
 
 
@@ -99,7 +99,7 @@ def test_classify_crops_api():
 @needs_ferplus
 def test_shipped_model_on_ferplus_crops():
     """The shipped model classifies real FER+ test crops far above chance (1/8)."""
-    from ferlab.datasets.ferplus import read_ferplus
+    from ferlab.data.readers.ferplus import read_ferplus
     test = read_ferplus(FERPLUS, splits=("test",), find_duplicates=False)["test"]
     idx = np.arange(0, len(test), 16)
     fa = FaceAnalyzer()

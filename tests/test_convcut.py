@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ferlab.checkpoint import load_model, save_model
+from ferlab.engine.checkpoint import load_model, save_model
 from ferlab.models import create_model
 from ferlab.models.convcut import SeparableConv2d, channel_self_attention
 from ferlab.models.weights import WeightsError
@@ -164,7 +164,7 @@ def test_loads_convnext_checkpoint_layouts(tmp_path, layout):
 
 
 def _cfg(root, out, *extra):
-    from ferlab.config import load_config
+    from ferlab.engine.config import load_config
     return load_config(None, [
         "data.dataset=folder", f"data.root={root}", "data.labels=[neutral,happiness,surprise]", "data.img_size=32",
         "data.channels=1", "model.name=convcut", "optim.name=adam", "optim.lr=0.001", "optim.weight_decay=0",
@@ -174,7 +174,8 @@ def _cfg(root, out, *extra):
 
 def test_two_stage_schedule_freezes_then_fine_tunes_and_resumes(class_folder_dataset, tmp_path):
     from safetensors.torch import load_file
-    from ferlab.train import train
+
+    from ferlab.engine.train import train
     pre = small(num_classes=3)
     save_model(tmp_path / "pre", pre, {"arch": "convcut", "labels": []})
     kw = f"model.kwargs={{backbone: convnext_atto, pretrained_file: {tmp_path / 'pre.safetensors'}}}"
@@ -200,7 +201,7 @@ def test_two_stage_schedule_freezes_then_fine_tunes_and_resumes(class_folder_dat
 
 def test_convcut_trains_and_explains_with_gradcam_and_tsne(class_folder_dataset, tmp_path):
     from ferlab.cli import main
-    from ferlab.train import train
+    from ferlab.engine.train import train
     out = tmp_path / "cc"
     train(_cfg(class_folder_dataset, out, "model.kwargs={backbone: convnext_atto}", "schedule.epochs=1"),
           log=lambda m: None)
@@ -220,6 +221,7 @@ def test_two_stage_schedule_under_ddp(class_folder_dataset, tmp_path):
     import os
     import subprocess
     import sys
+
     from safetensors.torch import load_file
     pre = small(num_classes=3)
     save_model(tmp_path / "pre", pre, {"arch": "convcut", "labels": []})

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ferlab.checkpoint import load_model, save_model
+from ferlab.engine.checkpoint import load_model, save_model
 from ferlab.losses import DANLoss, affinity_loss, build_loss, center_loss, partition_loss
 from ferlab.models import create_model
 from ferlab.models.weights import WeightsError
@@ -166,8 +166,8 @@ def test_loads_the_authors_dan_checkpoint_layout(tmp_path):
 
 def test_dan_trains_end_to_end_and_explains(class_folder_dataset, tmp_path):
     from ferlab.cli import main
-    from ferlab.config import load_config
-    from ferlab.train import train
+    from ferlab.engine.config import load_config
+    from ferlab.engine.train import train
     out = tmp_path / "dan"
     cfg = load_config(None, [
         "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",

@@ -1,12 +1,12 @@
 """Each reader on a small fixture that copies its dataset's real on-disk layout."""
 import numpy as np
 import pytest
-
 from conftest import pattern_image, save_img
-from ferlab.data import load_splits
-from ferlab.datasets import DATASET_READERS, DatasetError
-from ferlab.labels import BASIC7, CANONICAL
-from ferlab.splits import monte_carlo_splits, subject_kfold
+
+from ferlab.data.arrays import load_splits
+from ferlab.data.labels import BASIC7, CANONICAL
+from ferlab.data.readers import DATASET_READERS, DatasetError
+from ferlab.data.splits import monte_carlo_splits, subject_kfold
 
 
 def img(path, k=0):

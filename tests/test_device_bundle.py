@@ -1,7 +1,6 @@
 """benchmarks/device/ferplus_bundle.py: the lossless FER+ transport rebuilds every face exactly."""
 import cv2
 import numpy as np
-
 from conftest import load_script
 
 bundle = load_script("benchmarks/device/ferplus_bundle.py")
@@ -37,7 +36,7 @@ def test_pack_unpack_rebuilds_the_folder(tmp_path):
 def test_dlib_points_travel_exactly_and_seed_the_cache(tmp_path):
     """`points` / `seed-points`: dlib's points (eighths of a pixel) reach the landmark cache of a
     machine without dlib unchanged, matched by file name, and dataset_landmarks then reads them."""
-    from ferlab.datasets.base import SampleList
+    from ferlab.data.readers.base import SampleList
     from ferlab.faces.landmarks import dataset_landmarks, seed_dataset_landmarks
     rng = np.random.default_rng(2)
     here, there, carried = {}, {}, {}

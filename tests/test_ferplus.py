@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
 from conftest import FERPLUS, needs_ferplus, pattern_image, save_img
-from ferlab.datasets.ferplus import process_votes, read_ferplus
+
+from ferlab.data.readers.ferplus import process_votes, read_ferplus
 
 # columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
 
@@ -62,7 +62,7 @@ def test_reader_on_fixture(tmp_path):
 
 
 def test_unknown_mode(tmp_path):
-    from ferlab.datasets import DatasetError
+    from ferlab.data.readers import DatasetError
     _write_fixture(tmp_path)
     with pytest.raises(DatasetError, match="label mode"):
         read_ferplus(tmp_path, "soft")

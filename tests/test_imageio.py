@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferlab.imageio import BadImageError, as_rgb, read_image
+from ferlab.data.imageio import BadImageError, as_rgb, read_image
 
 
 def _astro():
@@ -46,7 +46,7 @@ def test_truncated(tmp_path):
 
 
 def test_decompression_bomb(tmp_path, monkeypatch):
-    import ferlab.imageio as io
+    import ferlab.data.imageio as io
     Image.fromarray(np.zeros((200, 300), np.uint8)).save(tmp_path / "big.png")
     monkeypatch.setattr(io, "MAX_PIXELS", 10_000)
     with pytest.raises(BadImageError, match="over the limit"):

@@ -1,6 +1,6 @@
 import pytest
 
-from ferlab.labels import (BASIC7, CANONICAL, UnknownLabelError, canonical_name, from_code, resolve_label_set)
+from ferlab.data.labels import BASIC7, CANONICAL, UnknownLabelError, canonical_name, from_code, resolve_label_set
 
 
 def test_canonical_order_is_ferplus():

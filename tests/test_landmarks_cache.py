@@ -1,14 +1,14 @@
 import numpy as np
+from conftest import save_img
 
 import ferlab.faces.landmarks as lmod
-from ferlab.datasets import build_samples
+from ferlab.data.readers import build_samples
 from ferlab.faces import dataset_landmarks
-from conftest import save_img
 
 
 def test_dataset_landmarks_are_computed_once(tmp_path, monkeypatch):
-    from skimage import data
     import cv2
+    from skimage import data
     face = cv2.cvtColor(np.ascontiguousarray(data.astronaut()[70:175, 170:272]), cv2.COLOR_RGB2GRAY)
     paths = [save_img(tmp_path / f"{i}.png", cv2.resize(face, (48, 48))) for i in range(3)]
     (tmp_path / "bad.png").write_bytes(b"junk")

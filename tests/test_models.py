@@ -80,7 +80,7 @@ def test_bad_weights_file(tmp_path):
                          ids=lambda p: p.stem)
 def test_every_recipe_builds(path):
     """Each committed recipe: its model builds for its data (weights files left out) and its loss builds."""
-    from ferlab.config import load_config
+    from ferlab.engine.config import load_config
     from ferlab.losses import build_loss
     cfg = load_config(path)
     from ferlab.models.weights import WEIGHT_FILE_KWARGS

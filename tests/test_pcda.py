@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import needs_ferplus
-from ferlab.checkpoint import load_model, save_model
+
+from ferlab.engine.checkpoint import load_model, save_model
 from ferlab.losses import NeAALoss, build_loss, neaa_loss
 from ferlab.models import create_model
 from ferlab.models.ir50 import IR50
@@ -233,9 +233,9 @@ def test_loads_mobilefacenet_landmark_checkpoint_and_refuses_others(tmp_path):
 
 
 def test_landmark_net_outputs_and_box_geometry(monkeypatch, tmp_path):
-    from ferlab.checkpoint import save_model as save
+    from ferlab.engine.checkpoint import save_model as save
+    from ferlab.engine.landmark_training import normalised_mean_error
     from ferlab.faces.landmarks import NetLandmarks, make_landmarker
-    from ferlab.landmark_training import normalised_mean_error
     net = MobileFaceNetLandmarks().eval()
     assert net(torch.randn(2, 1, 48, 48)).shape == (2, 68, 2)   # gray and any size: prepared to 3 x 112
     assert net.forward_features(torch.randn(1, 3, 112, 112), "conv_4").shape == (1, 128, 14, 14)
@@ -259,8 +259,9 @@ def test_landmark_net_outputs_and_box_geometry(monkeypatch, tmp_path):
 
 @needs_ferplus
 def test_landmarks_train_command_then_pcda_and_the_front_end_use_it(tmp_path, capsys):
-    from ferlab.cli import main
     from conftest import FERPLUS
+
+    from ferlab.cli import main
     out = tmp_path / "lm"
     rc = main(["landmarks", "train", "configs/landmarks_ferplus.yaml", f"data.root={FERPLUS}",
                "landmarks.epochs=1", "landmarks.batch_size=16", "landmarks.train_subset=48",
@@ -275,16 +276,17 @@ def test_landmarks_train_command_then_pcda_and_the_front_end_use_it(tmp_path, ca
     ref = mobilefacenet_landmarks(pretrained_file=str(out / "best.safetensors"))
     assert torch.equal(m.landmark_net.conv1.conv.weight, ref.conv1.conv.weight)
     # the front end with the net instead of dlib
-    from ferlab import FaceAnalyzer
     from skimage import data as skdata
+
+    from ferlab import FaceAnalyzer
     faces = FaceAnalyzer(landmarks=str(out / "best.safetensors")).analyze(skdata.astronaut())
     assert len(faces) == 1 and len(faces[0]["landmarks"]) == 68
 
 
 def test_pcda_trains_end_to_end_and_explains(class_folder_dataset, tmp_path):
     from ferlab.cli import main
-    from ferlab.config import load_config
-    from ferlab.train import train
+    from ferlab.engine.config import load_config
+    from ferlab.engine.train import train
     src = MobileFaceNetLandmarks().eval()
     save_model(tmp_path / "lm", src, {"arch": "mobilefacenet_landmarks", "labels": []})
     out = tmp_path / "pcda"
@@ -308,9 +310,9 @@ def test_pcda_trains_end_to_end_and_explains(class_folder_dataset, tmp_path):
 def test_head_training_on_cached_features_keeps_the_backbones_and_matches_the_full_model(class_folder_dataset, tmp_path):
     """benchmarks/ablations.py pcda: rows train only the attention module on the cached features of
     a trained PCDA's frozen backbones; the result is an ordinary checkpoint that runs from images."""
-    from ferlab.config import load_config
-    from ferlab.head_training import train_head
-    from ferlab.train import train
+    from ferlab.engine.config import load_config
+    from ferlab.engine.head_training import train_head
+    from ferlab.engine.train import train
     src = MobileFaceNetLandmarks().eval()
     save_model(tmp_path / "lm", src, {"arch": "mobilefacenet_landmarks", "labels": []})
     base = ["data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
@@ -336,7 +338,7 @@ def test_head_training_on_cached_features_keeps_the_backbones_and_matches_the_fu
             assert torch.equal(sd[k], ref[k]), k
     assert not torch.equal(sd["classifier.weight"], ref["classifier.weight"])
     # the cache holds what the backbones compute from the standardised training faces and their mirror images
-    from ferlab.train import load_split_arrays, normalise
+    from ferlab.engine.train import load_split_arrays, normalise
     splits, arrays = load_split_arrays(load_config(None, base)["data"])
     cached = torch.load(cache, weights_only=True)
     x = normalise(torch.from_numpy(arrays["train"][:4]), {"mean": 0.5, "std": 0.5})
@@ -349,8 +351,8 @@ def test_head_training_on_cached_features_keeps_the_backbones_and_matches_the_fu
     r2 = train_head(load_config(None, row + ["model.kwargs.dot_attention=false", "schedule.epochs=1",
                                               f"train.out_dir={tmp_path / 'row2'}"]), log=logs.append)
     assert not any("features cached" in m for m in logs)
-    from ferlab.evaluate import evaluate_checkpoint_on_split
-    from ferlab.data import load_splits
+    from ferlab.data.arrays import load_splits
+    from ferlab.engine.evaluate import evaluate_checkpoint_on_split
     valid = load_splits(load_config(None, base)["data"])["valid"]
     assert abs(evaluate_checkpoint_on_split(tmp_path / "row2" / "best", valid)["accuracy"]
                - r2["best_valid_accuracy"]) < 0.1
@@ -365,9 +367,10 @@ def test_the_shipped_landmark_net_agrees_with_dlib_on_a_real_face():
     finds the astronaut's 68 points close to dlib's (NME 0.064 when recorded, against a mean of
     0.115 on FER+ test crops: benchmarks/results/landmarks_ferplus.json)."""
     from skimage import data as skdata
+
+    from ferlab.engine.landmark_training import normalised_mean_error
     from ferlab.faces import DlibLandmarks, FaceDetector
     from ferlab.faces.landmarks import NetLandmarks, make_landmarker, shipped_landmark_net
-    from ferlab.landmark_training import normalised_mean_error
     assert shipped_landmark_net().is_file()
     net = make_landmarker("net")
     assert isinstance(net, NetLandmarks)

@@ -5,7 +5,6 @@ import inspect
 import json
 
 import pytest
-
 from conftest import ROOT, load_script
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -49,8 +48,9 @@ def test_every_ablation_row_is_published_as_recorded(path):
 
 def test_convcut_default_cut_is_the_recorded_best():
     """The model's docstring justifies its default cut by the cut-point rows: keep that true."""
-    from ferlab.config import load_config
-    from ferlab.models.convcut import ConvCut, __doc__ as doc
+    from ferlab.engine.config import load_config
+    from ferlab.models.convcut import ConvCut
+    from ferlab.models.convcut import __doc__ as doc
     study = load_script("benchmarks/ablations.py").STUDIES["convcut"]
     recipe = ROOT / "configs" / "convcut_ferplus_cpu.yaml"
     rows = json.loads((RESULTS / "convcut_ablations.json").read_text())["rows"]

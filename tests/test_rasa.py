@@ -7,8 +7,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ferlab.augment import augment_batch
-from ferlab.checkpoint import load_model, save_model
+from ferlab.data.augment import augment_batch
+from ferlab.engine.checkpoint import load_model, save_model
 from ferlab.losses import build_loss
 from ferlab.losses.bce import softmax_bce
 from ferlab.models import create_model
@@ -235,10 +235,10 @@ def test_rasa_trains_with_dataset_landmarks_and_serves_everywhere(class_folder_d
     import onnxruntime as ort
     from skimage import data
 
-    from ferlab.app import FaceAnalyzer
+    from ferlab.app.analyzer import FaceAnalyzer
     from ferlab.cli import main
-    from ferlab.config import load_config
-    from ferlab.train import train
+    from ferlab.engine.config import load_config
+    from ferlab.engine.train import train
 
     out = tmp_path / "rasa"
     cfg = load_config(None, [

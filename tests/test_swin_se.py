@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from conftest import pattern_image, save_img
 
-from ferlab.checkpoint import load_model, save_model
+from ferlab.engine.checkpoint import load_model, save_model
+from ferlab.engine.sam import SAM, build_sam
 from ferlab.models import create_model
 from ferlab.models.layers import SqueezeExcitation
 from ferlab.models.swin_se import check_swin_sizes
 from ferlab.models.weights import WeightsError
-from ferlab.sam import SAM, build_sam
 
 # a narrow, shallower Swin-T (embed 24, 2 blocks per stage, same heads) at 32 px with patch 2 and
 # window 2 (grids 16-8-4-2, so every stage has a real window): fast, same code paths
@@ -241,8 +241,8 @@ def hybrid_sources(tmp_path):
 
 
 def test_hybrid_dataset_merges_and_reports(hybrid_sources):
-    from ferlab.data import load_splits
-    from ferlab.hybrid import composition
+    from ferlab.data.arrays import load_splits
+    from ferlab.data.hybrid import composition
     labels = ["neutral", "happiness", "surprise"]
     s = load_splits({"dataset": "hybrid", "labels": labels, "sources": hybrid_sources})
     assert len(s["train"]) + len(s["valid"]) == 8 * 3 + 6 + 3  # CK+ contempt left out
@@ -265,7 +265,7 @@ def test_hybrid_dataset_merges_and_reports(hybrid_sources):
 
 
 def test_balance_plan_fills_every_class_up():
-    from ferlab.hybrid import balance_plan
+    from ferlab.data.hybrid import balance_plan
     labels = np.array([0] * 10 + [1] * 3 + [2] * 1 + [3] * 0)
     copies = balance_plan(labels, 4, seed=0)
     total = np.bincount(np.concatenate([labels, labels[copies]]), minlength=4)
@@ -280,8 +280,8 @@ def test_balance_plan_fills_every_class_up():
 
 
 def test_autocontrast_stretches_each_image():
-    from ferlab.augment import augment_batch
-    from ferlab.hybrid import BALANCE_AUGMENT
+    from ferlab.data.augment import augment_batch
+    from ferlab.data.hybrid import BALANCE_AUGMENT
     x = torch.rand(4, 1, 16, 16) * 0.5 + 0.25
     out = augment_batch(x, {**BALANCE_AUGMENT, "rotate": 0, "autocontrast": 1.0}, torch.Generator().manual_seed(0))
     assert torch.allclose(out.amin(dim=(1, 2, 3)), torch.zeros(4), atol=1e-6)
@@ -291,8 +291,9 @@ def test_autocontrast_stretches_each_image():
 
 
 def test_weighted_metrics():
-    from ferlab.metrics import classification_metrics
     from sklearn.metrics import precision_recall_fscore_support
+
+    from ferlab.engine.metrics import classification_metrics
     y, p = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
     m = classification_metrics(y, p, ["a", "b", "c"])
     pr, rc, f1, _ = precision_recall_fscore_support(y, p, average="weighted")
@@ -304,9 +305,10 @@ def test_weighted_metrics():
 
 def test_swin_se_trains_with_sam_on_a_balanced_hybrid_set_and_explains(hybrid_sources, tmp_path):
     import yaml
+
     from ferlab.cli import main
-    from ferlab.config import load_config
-    from ferlab.train import train
+    from ferlab.engine.config import load_config
+    from ferlab.engine.train import train
     out = tmp_path / "run"
     cfg = load_config(None, [
         "data.dataset=hybrid", f"data.sources={json.dumps(hybrid_sources)}", "data.labels=[neutral,happiness,surprise]",

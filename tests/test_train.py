@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ferlab.config import ConfigError, load_config
-from ferlab.train import train
+from ferlab.engine.config import ConfigError, load_config
+from ferlab.engine.train import train
 
 
 def tiny_cfg(root, out, *extra):

@@ -139,12 +139,12 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     if sys.argv[1] == "pack":
-        from ferlab.data import default_ferplus_root
+        from ferlab.data.arrays import default_ferplus_root
         pack(default_ferplus_root(), Path(sys.argv[2]))
     elif sys.argv[1] == "unpack":
         unpack(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
-        from ferlab.data import load_splits
+        from ferlab.data.arrays import load_splits
         splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
         if sys.argv[1] == "points":
             from ferlab.faces.landmarks import dlib_crop_entry

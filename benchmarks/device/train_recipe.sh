@@ -9,7 +9,7 @@ shift
 OUT=${OUT:-/tmp/recipe_device_out}
 mkdir -p "$OUT"
 source benchmarks/device/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
-RUN=$(PYTHONPATH=src "${PYTHON:-python3}" -c "from ferlab.config import load_config; import sys; print(load_config('configs/${NAME}_ferplus_cpu.yaml', sys.argv[1:])['train']['out_dir'])" "$@")
+RUN=$(PYTHONPATH=src "${PYTHON:-python3}" -c "from ferlab.engine.config import load_config; import sys; print(load_config('configs/${NAME}_ferplus_cpu.yaml', sys.argv[1:])['train']['out_dir'])" "$@")
 ferlab train "configs/${NAME}_ferplus_cpu.yaml" train.progress=false "$@" 2>&1 | tee "$OUT/train.log"
 rc=${PIPESTATUS[0]}
 for f in best.safetensors best.json history.json test_metrics.json; do

@@ -6,7 +6,7 @@ __all__ = ["FaceAnalyzer", "create_model", "list_models", "__version__"]
 
 def __getattr__(name):  # lazy: `import ferlab` stays cheap; torch loads on first use
     if name == "FaceAnalyzer":
-        from .app import FaceAnalyzer
+        from .app.analyzer import FaceAnalyzer
         return FaceAnalyzer
     if name in ("create_model", "list_models"):
         from . import models

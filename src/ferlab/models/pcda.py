@@ -101,7 +101,7 @@ class CrossFeatureBlock(nn.Module):
 class PCDA(nn.Module):
     has_aux_outputs = True
     gradcam_channels_last = False
-    backbone_prefixes = ("image_backbone.", "landmark_net.")  # what ferlab.head_training keeps frozen
+    backbone_prefixes = ("image_backbone.", "landmark_net.")  # what ferlab.engine.head_training keeps frozen
 
     def __init__(self, num_classes: int = 7, in_chans: int = 3, img_size: int = 112, embed_dim: int = 768,
                  depth: int = 2, num_heads: int = 12, mlp_ratio: float = 4.0, drop_rate: float = 0.5,
@@ -228,7 +228,7 @@ class PCDA(nn.Module):
 
     def forward_from_features(self, f_img: torch.Tensor, f_lm: torch.Tensor, return_aux: bool = False):
         """The attention module and classifier on backbone_features' output (for training on cached
-        features of frozen backbones; ferlab.head_training)."""
+        features of frozen backbones; ferlab.engine.head_training)."""
         cls = self.forward_head(self.features_from_backbone(f_img, f_lm), pre_logits=True)
         logits = self.classifier(cls)
         return {"logits": logits, "features": cls} if return_aux else logits
@@ -277,6 +277,7 @@ def pcda(pretrained_file=None, landmark_file=None, **kwargs) -> PCDA:
     model = PCDA(**kwargs)
     if landmark_file:
         from pathlib import Path
+
         from .weights import WeightsError
         if not Path(landmark_file).is_file():
             raise WeightsError(f"{landmark_file}: no landmark-net weights there; train them once with "

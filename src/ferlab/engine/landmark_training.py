@@ -27,8 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import augment_batch
-from .cache import atomic_write_bytes
+from ..data.augment import augment_batch
+from ..data.cache import atomic_write_bytes
+from ..models.mobilefacenet import LANDMARK_NORM as NORM
+from ..models.mobilefacenet import predict_points
 from .checkpoint import save_model
 
 DEFAULTS = {"epochs": 12, "batch_size": 64, "lr": 0.002, "weight_decay": 1e-4, "seed": 0, "threads": 2,
@@ -36,7 +38,6 @@ DEFAULTS = {"epochs": 12, "batch_size": 64, "lr": 0.002, "weight_decay": 1e-4, "
             "augment": {"flip": True, "rotate": 15.0, "scale": [0.9, 1.1], "translate": 0.05,
                         "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.0}}
 SIZE = 112
-NORM = {"mean": 0.5, "std": 0.5}
 
 
 def normalised_mean_error(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -49,9 +50,9 @@ def _faces_with_points(samples, limit=None, seed=0):
     """uint8 (N, 1, 112, 112) faces and dlib's points in their pixels, for the faces dlib marked
     (a seeded subset of `limit` faces, if given: dlib then runs on those only, unless the whole
     split's points are cached already, e.g. seeded on a machine without dlib)."""
-    from .data import load_images
-    from .faces import dataset_landmarks
-    from .faces.landmarks import dlib_crop_entry, entry_points
+    from ..data.arrays import load_images
+    from ..faces import dataset_landmarks
+    from ..faces.landmarks import dlib_crop_entry, entry_points
     if limit and len(samples) > int(limit):
         idx = np.sort(np.random.RandomState(seed).permutation(len(samples))[:int(limit)])
         whole = dlib_crop_entry(samples, compute=False)
@@ -65,21 +66,9 @@ def _faces_with_points(samples, limit=None, seed=0):
     return imgs[keep], pts[keep]
 
 
-@torch.no_grad()
-def predict_points(net, imgs_u8: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
-    """(N, 1 or 3, S, S) uint8 crops -> (N, 68, 2) points in their pixels (the net's one input
-    convention: standardised as (x / 255 - 0.5) / 0.5, gray repeated to 3 channels by the net)."""
-    net.eval()
-    out = []
-    for i in range(0, len(imgs_u8), batch_size):
-        x = (torch.from_numpy(imgs_u8[i:i + batch_size]).to(device).float() / 255.0 - NORM["mean"]) / NORM["std"]
-        out.append((net(x) * imgs_u8.shape[-1] - 0.5).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 68, 2), np.float32)
-
-
 def train_landmarks(cfg: dict, log=print) -> dict:
-    from .data import load_splits
-    from .models.mobilefacenet import MobileFaceNetLandmarks
+    from ..data.arrays import load_splits
+    from ..models.mobilefacenet import MobileFaceNetLandmarks
     from .profiling import count_flops, count_params, git_commit, machine_info, now_utc
     from .train import pick_device
     lcfg = {**DEFAULTS, **(cfg.get("landmarks") or {})}
@@ -153,7 +142,7 @@ def train_landmarks(cfg: dict, log=print) -> dict:
         log(f"epoch {epoch + 1}/{epochs} l1 {h['train_l1']:.4f} valid NME {h['valid_nme']:.4f} "
             f"(median {h['valid_nme_median']:.4f}, >0.1: {h['valid_failures_0.1']:.1%}) ({h['seconds']:.0f}s){star}")
     # the kept epoch, measured once on the test split
-    from .models.mobilefacenet import mobilefacenet_landmarks
+    from ..models.mobilefacenet import mobilefacenet_landmarks
     best_net = mobilefacenet_landmarks(pretrained_file=str(out / "best.safetensors")).eval()
     report = {"best_epoch": best["epoch"] + 1, "valid_nme": best["nme"], "history": history,
               "params": count_params(best_net), "flops": count_flops(best_net, (1, 3, SIZE, SIZE)),

@@ -4,7 +4,7 @@ CK+: cohn-kanade-images/S005/001/S005_001_00000011.png, labels in
 Emotion/S005/001/S005_001_00000011_emotion.txt (codes 0-7: neutral, anger, contempt, disgust, fear,
 happy, sadness, surprise). The usual protocol: the last `peak_frames` frames of each labelled
 sequence take its label; optionally the first frame as neutral. Subjects are the groups for
-subject-independent k-fold (ferlab.splits.subject_kfold).
+subject-independent k-fold (ferlab.data.splits.subject_kfold).
 
 JAFFE: one folder of files named like KA.AN1.39.tiff: subject KA, expression AN.
 """

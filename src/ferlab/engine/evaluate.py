@@ -8,22 +8,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.arrays import load_images, load_splits, restrict_labels, standardise
+from ..models import model_args, needs_landmarks
 from .checkpoint import load_model
-from .data import load_images, load_splits, restrict_labels
 from .metrics import classification_metrics, write_confusion, write_json, write_predictions
+
+
+def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
+    return standardise(x_u8.float() / 255.0, norm)
+
+
+@torch.no_grad()
+def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
+                  landmarks: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of
+    the images) for models that need them."""
+    model.eval()
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = normalise(torch.from_numpy(images_u8[i:i + batch_size]).to(device), norm)
+        lm = None if landmarks is None else landmarks[i:i + batch_size]
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(*model_args(model, x, lm))
+        out.append(torch.softmax(logits.float(), 1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None, device=None,
                                  landmarks=None) -> dict:
-    from .models import needs_landmarks
-    from .train import predict_probs
     device = device or torch.device("cpu")
     model, meta = load_model(ckpt, device)
     pre = meta["preprocess"]
     labels = tuple(meta["labels"])
     samples = restrict_labels(samples, labels)
     if needs_landmarks(model) and landmarks is None:
-        from .faces import dataset_landmarks  # cached per dataset, in pixels of the resized images
+        from ..faces import dataset_landmarks  # cached per dataset, in pixels of the resized images
         landmarks = dataset_landmarks(samples, size=pre["img_size"])[0]
     if images_u8 is None or len(images_u8) != len(samples):
         images_u8, ok = load_images(samples, pre["img_size"], pre["channels"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit, train_test_split
 
-from .datasets.base import SampleList
+from .readers.base import SampleList
 
 
 def stratified_holdout(s: SampleList, fraction: float, seed: int = 0) -> tuple[SampleList, SampleList]:

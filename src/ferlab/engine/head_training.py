@@ -31,13 +31,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..losses import build_loss, logits_of
+from ..models import create_model
+from ..models.weights import read_state_dict
 from .checkpoint import load_train_state
-from .losses import build_loss, logits_of
 from .metrics import classification_metrics
-from .models import create_model
-from .models.weights import read_state_dict
-from .train import (amp_dtype, build_optimizer, build_scheduler, end_epoch, epoch_record, load_split_arrays,
-                    model_meta, normalise, pick_device)
+from .train import (
+    amp_dtype,
+    build_optimizer,
+    build_scheduler,
+    end_epoch,
+    epoch_record,
+    load_split_arrays,
+    model_meta,
+    normalise,
+    pick_device,
+)
 
 
 def load_backbones(model, path) -> None:
@@ -85,7 +94,7 @@ def _fingerprint(path, names) -> str:
 
 
 def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
-    """Train a config's head on cached frozen-backbone features. Returns what ferlab.train.train
+    """Train a config's head on cached frozen-backbone features. Returns what ferlab.engine.train.train
     returns (best epoch, best valid accuracy, history, test metrics)."""
     hcfg = cfg.get("head_training") or {}
     if not hcfg.get("backbone_file"):

@@ -7,7 +7,7 @@ disgust, fear, contempt, unknown, NF. The vote clean-up follows microsoft/FERPlu
 Label modes:
 - ``majority``: the test protocol; one hard label per image, images without a clear majority dropped.
 - ``probability``: a vote distribution over at most 3 top emotions; training draws a one-hot label
-  from it each epoch (see ferlab.train).
+  from it each epoch (see ferlab.engine.train).
 - ``crossentropy``: the same distribution used directly as a soft target.
 Validation and test are always read in majority mode.
 """

@@ -1,6 +1,6 @@
 """From a data config to in-memory uint8 image arrays at model resolution, per split.
 
-Images are decoded and resized once and cached on disk (ferlab.cache), so training epochs touch
+Images are decoded and resized once and cached on disk (ferlab.data.cache), so training epochs touch
 no image files. Unreadable images are skipped and reported, never fatal for the rest.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from .cache import cached_arrays
-from .datasets import DATASET_READERS, DatasetError, SampleList
 from .imageio import BadImageError, read_image
 from .labels import resolve_label_set
+from .readers import DATASET_READERS, DatasetError, SampleList
 
 
 def default_ferplus_root() -> Path:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save
 
-from .cache import atomic_write_bytes
+from ..data.cache import atomic_write_bytes
 
 
 class CheckpointError(ValueError):
@@ -60,7 +60,7 @@ def load_meta(path) -> dict:
 
 def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from PATH.safetensors + PATH.json (no pickle involved)."""
-    from .models import create_model
+    from ..models import create_model
     meta = load_meta(path)
     wpath = Path(path).with_suffix(".safetensors")
     if not wpath.is_file():

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def classification_metrics(y_true, y_pred, label_set: Sequence[str]) -> dict:

@@ -14,6 +14,24 @@ DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "translate
                    "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25}
 
 
+def _mirror_68() -> list[int]:
+    """Index permutation that relabels dlib's 68 points after a horizontal flip: the point that
+    lands where the right eye's outer corner was is the left eye's outer corner, and so on."""
+    pairs = [(i, 16 - i) for i in range(8)]                                    # jaw
+    pairs += [(17 + i, 26 - i) for i in range(5)]                              # eyebrows
+    pairs += [(31, 35), (32, 34)]                                              # nostrils
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]      # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]                # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]                                    # inner lips
+    perm = list(range(68))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+MIRROR_68 = _mirror_68()
+
+
 def _uniform(n, lo, hi, g, device):
     return torch.rand(n, generator=g, device="cpu").to(device) * (hi - lo) + lo
 
@@ -22,7 +40,6 @@ def _move_points(points: torch.Tensor, theta: torch.Tensor, flip: torch.Tensor, 
     """Map (N, 68, 2) pixel points of the input through the warp that `theta` samples with
     (theta maps output to input coordinates, so points move by its inverse); on flipped samples
     the points are also relabelled (left eye <-> right eye, ...) so index i keeps its meaning."""
-    from .faces.landmarks import MIRROR_68
     size = torch.tensor([w, h], dtype=theta.dtype, device=points.device)
     u = (2 * points.to(theta.dtype) + 1) / size - 1                      # normalised, align_corners=False
     a, t = theta[:, :, :2], theta[:, :, 2]

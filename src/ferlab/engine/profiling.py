@@ -18,7 +18,7 @@ def count_params(model: torch.nn.Module) -> int:
 def example_inputs(model: torch.nn.Module, input_shape) -> tuple:
     """Forward arguments for one batch of `input_shape`: the image, plus 68 landmarks spread over
     the face for models that need them (their values do not change the cost)."""
-    from .models import model_args
+    from ..models import model_args
     x = torch.zeros(*input_shape)
     diagonal = torch.linspace(0.2, 0.8, 68).view(1, 68, 1).expand(input_shape[0], 68, 2) * input_shape[-1]
     return model_args(model, x, diagonal)

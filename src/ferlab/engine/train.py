@@ -24,14 +24,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import augment_batch
+from ..data.arrays import load_images, load_splits, standardise
+from ..data.augment import augment_batch
+from ..data.hybrid import BALANCE_AUGMENT
+from ..losses import build_loss, logits_of
+from ..models import create_model, model_args, needs_landmarks
+from ..models.weights import WEIGHT_FILE_KWARGS
 from .checkpoint import load_train_state, save_model, save_train_state
-from .data import load_images, load_splits, standardise
-from .losses import build_loss, logits_of
+from .evaluate import evaluate_checkpoint_on_split, normalise, predict_probs
 from .metrics import classification_metrics
-from .models import create_model, model_args, needs_landmarks
-from .models.weights import WEIGHT_FILE_KWARGS
-from .hybrid import BALANCE_AUGMENT
 from .sam import build_sam
 
 
@@ -69,9 +70,6 @@ def amp_dtype(setting, device: torch.device):
     except (AttributeError, RuntimeError):
         return None
 
-
-def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
-    return standardise(x_u8.float() / 255.0, norm)
 
 def model_meta(cfg: dict, label_set, extra=None) -> dict:
     d = cfg["data"]
@@ -120,22 +118,6 @@ def build_scheduler(cfg, opt, steps_per_epoch):
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     raise ValueError(f"unknown schedule {name!r} (onecycle, cosine, step, constant)")
-
-
-@torch.no_grad()
-def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
-                  landmarks: np.ndarray | None = None) -> np.ndarray:
-    """Class probabilities of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of
-    the images) for models that need them."""
-    model.eval()
-    out = []
-    for i in range(0, len(images_u8), batch_size):
-        x = normalise(torch.from_numpy(images_u8[i:i + batch_size]).to(device), norm)
-        lm = None if landmarks is None else landmarks[i:i + batch_size]
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(*model_args(model, x, lm))
-        out.append(torch.softmax(logits.float(), 1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def _epoch_order(n, seed, epoch, weights=None):
@@ -223,7 +205,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     use_lm = needs_landmarks(model)
     landmarks = {}
     if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
-        from .faces import dataset_landmarks
+        from ..faces import dataset_landmarks
         for name, s in splits.items():
             landmarks[name] = dataset_landmarks(s, size=size)[0]
     if world > 1 and rank == 0:
@@ -234,10 +216,10 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if dcfg.get("balance_by_augmentation"):
         if dcfg.get("balanced_sampling"):
             raise ValueError("data.balance_by_augmentation and data.balanced_sampling are two ways to balance; pick one")
-        from .hybrid import balance_plan
+        from ..data.hybrid import balance_plan
         copies = balance_plan(tr.labels, len(label_set), seed, dcfg.get("balance_target"))
     if rank == 0:
-        from .hybrid import composition
+        from ..data.hybrid import composition
         report = {n: {"source": s.source, "n": len(s), "class_counts": s.class_counts(), "composition": composition(s),
                       "skipped": [list(x) for x in s.skipped]} for n, s in splits.items()}
         report["train"]["generated_copies"] = {"n": int(len(copies)), "class_counts": {
@@ -418,7 +400,6 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
               "history": history}
     if rank == 0 and "test" in splits and tcfg.get("evaluate_test", True):
-        from .evaluate import evaluate_checkpoint_on_split
         result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"],
                                                       out / "test", device=device, landmarks=landmarks.get("test"))
         log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets import DatasetError, SampleList
+from .readers import DatasetError, SampleList
 
 # the paper's balancing augmentation for generated copies: rotation up to 10 degrees, RandomAutocontrast
 # (applied on top of the recipe's own augmentation; everything else off)

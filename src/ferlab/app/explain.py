@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import model_args
+from ..models import model_args
 
 
 def gradcam(model, x: torch.Tensor, *args, target: torch.Tensor | None = None, layer=None) -> dict:

@@ -15,13 +15,12 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .data import resize_face, standardise
-from .faces import FaceDetector, align_face
-from .faces.landmarks import make_landmarker
-from .faces.landmarks import resize_points
-from .models import model_args, needs_landmarks
-from .imageio import as_rgb
+from ..data.arrays import resize_face, standardise
+from ..data.imageio import as_rgb
+from ..engine.checkpoint import load_model
+from ..faces import FaceDetector, align_face
+from ..faces.landmarks import make_landmarker, resize_points
+from ..models import model_args, needs_landmarks
 
 
 def default_model_path() -> Path:
@@ -111,20 +110,3 @@ class FaceAnalyzer:
         for f, r in zip(faces, self._records(self.predict_tensor(batch, pts))):
             f.update(r)
         return faces
-
-
-def draw_faces(rgb: np.ndarray, faces: list[dict]) -> np.ndarray:
-    """An annotated copy: box, top emotion and its probability for each face."""
-    import cv2
-    out = np.ascontiguousarray(rgb.copy())
-    scale = max(out.shape[:2]) / 600
-    for f in faces:
-        x0, y0, x1, y1 = (int(v) for v in f["box"])
-        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 220, 0), max(1, int(2 * scale)))
-        text = f"{f['label']} {f['confidence']:.0%}"
-        fs = 0.6 * max(scale, 0.5)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
-        ty = max(th + 4, y0 - 4)
-        cv2.rectangle(out, (x0, ty - th - 4), (x0 + tw + 4, ty + base), (0, 220, 0), -1)
-        cv2.putText(out, text, (x0 + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), 1, cv2.LINE_AA)
-    return out
