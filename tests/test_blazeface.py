@@ -146,3 +146,13 @@ def test_cli_detector_choices_match_the_library():
     from ferlab.cli import DETECTOR_CHOICES
     from ferlab.faces import DETECTORS
     assert tuple(DETECTOR_CHOICES) == tuple(DETECTORS)
+
+
+def test_default_detector_invents_no_faces_on_real_faceless_photos(astronaut):
+    """The old Haar fallback reported confident 'faces' on a suit and a background; the default
+    detector has no fallback and finds nothing on the astronaut's suit or on face-free photos."""
+    from skimage import data
+    det = FaceDetector()
+    suit = np.ascontiguousarray(astronaut[200:, :])
+    for name, img in [("suit", suit), ("coffee", data.coffee()), ("rocket", data.rocket())]:
+        assert det(img) == [], name

@@ -115,3 +115,18 @@ def test_evaluate_cli_on_valid(tmp_path):
     m = json.loads((tmp_path / "valid_metrics.json").read_text())
     assert m["n"] == 3191 and f"accuracy {m['accuracy']:.4f}" in p.stdout
     assert (tmp_path / "valid_confusion.png").is_file() and (tmp_path / "valid_predictions.csv").is_file()
+
+
+def test_evaluate_names_skipped_items_on_the_console(tmp_path):
+    from skimage import data
+    from PIL import Image
+    for split in ("train", "test"):
+        (tmp_path / "ds" / split / "happy").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(data.astronaut()[60:200, 150:290]).save(tmp_path / "ds" / split / "happy" / f"a{i}.png")
+    (tmp_path / "ds" / "test" / "sleepy").mkdir()
+    Image.fromarray(data.astronaut()[60:200, 150:290]).save(tmp_path / "ds" / "test" / "sleepy" / "b.png")
+    p = run("evaluate", str(default_model_path()), "data.dataset=folder", f"data.root={tmp_path / 'ds'}",
+            "--split", "test", timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "1 dataset item(s) skipped" in p.stdout and "b.png" in p.stdout and "sleepy" in p.stdout

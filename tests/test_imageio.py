@@ -48,9 +48,25 @@ def test_truncated(tmp_path):
 def test_decompression_bomb(tmp_path, monkeypatch):
     import ferlab.data.imageio as io
     Image.fromarray(np.zeros((200, 300), np.uint8)).save(tmp_path / "big.png")
-    monkeypatch.setattr(io, "MAX_PIXELS", 10_000)
-    with pytest.raises(BadImageError, match="over the limit"):
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "10000")
+    with pytest.raises(BadImageError, match="over the limit|more pixels than the limit"):
         io.read_image(tmp_path / "big.png")
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "abc")
+    with pytest.raises(io.SettingError, match="not a whole number"):
+        io.read_image(tmp_path / "big.png")
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "-5")
+    with pytest.raises(io.SettingError, match="positive"):
+        io.read_image(tmp_path / "big.png")
+
+
+def test_max_pixels_governs_pil_limit_too(tmp_path, monkeypatch):
+    """A raised limit raises PIL's own bomb limit as well (PIL refuses at twice its limit)."""
+    import ferlab.data.imageio as io
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(tmp_path / "p.png")  # 120,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)                   # PIL alone would refuse
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "200000")
+    assert io.read_image(tmp_path / "p.png").shape == (300, 400, 3)
+    assert Image.MAX_IMAGE_PIXELS == 200_000
 
 
 def test_as_rgb_arrays():

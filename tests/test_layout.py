@@ -159,3 +159,9 @@ def test_public_api_is_importable():
 def test_every_module_imports(mod):
     import importlib
     importlib.import_module(mod)
+
+
+def test_model_catalog_matches_the_registry():
+    from ferlab import list_models
+    from ferlab.cli import MODELS
+    assert sorted(MODELS) == sorted(list_models())

@@ -338,7 +338,8 @@ def test_head_training_on_cached_features_keeps_the_backbones_and_matches_the_fu
             assert torch.equal(sd[k], ref[k]), k
     assert not torch.equal(sd["classifier.weight"], ref["classifier.weight"])
     # the cache holds what the backbones compute from the standardised training faces and their mirror images
-    from ferlab.engine.train import load_split_arrays, normalise
+    from ferlab.engine.evaluate import normalise
+    from ferlab.engine.train import load_split_arrays
     splits, arrays = load_split_arrays(load_config(None, base)["data"])
     cached = torch.load(cache, weights_only=True)
     x = normalise(torch.from_numpy(arrays["train"][:4]), {"mean": 0.5, "std": 0.5})

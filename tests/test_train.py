@@ -23,7 +23,7 @@ def tiny_cfg(root, out, *extra):
 def test_train_selects_on_valid_and_evaluates_test_once(class_folder_dataset, tmp_path):
     r = train(tiny_cfg(class_folder_dataset, tmp_path / "run"), log=lambda m: None)
     out = tmp_path / "run"
-    for f in ("best.safetensors", "best.json", "last.safetensors", "last_state.pt", "log.jsonl", "history.json",
+    for f in ("best.safetensors", "best.json", "last.safetensors", "last.json", "log.jsonl", "history.json",
               "test_metrics.json", "test_predictions.csv", "test_confusion.csv", "test_confusion.png",
               "data_report.json"):
         assert (out / f).is_file(), f

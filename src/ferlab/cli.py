@@ -9,6 +9,48 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# the registered architectures with one line each, here so that `ferlab models` imports no torch
+# (tests/test_layout.py checks it against the registry)
+MODELS = {
+    "convcut": "paper 004: ConvNeXt cut after stage 2, detail extraction + self-attention",
+    "dan": "paper 001: ResNet-18 with a multi-head cross attention network (affinity + partition losses)",
+    "pcda": "paper 003: IR-50 image branch + MobileFaceNet landmark branch, cross-attention, NeAA loss",
+    "rasa": "paper 000: landmark-centred patches through a small transformer",
+    "rasa_grid": "paper 000's transformer on a regular grid of patches (its ablation)",
+    "resnet18": "ResNet-18 baseline (timm); the shipped default",
+    "resnet34": "ResNet-34 baseline (timm)",
+    "swin_se": "paper 002: Swin-T with squeeze-and-excitation, trained with SAM",
+    "swin_t": "Swin-T without SE (paper 002's baseline)",
+}
+
+# the detector names of ferlab.faces.DETECTORS (kept here so that parsing arguments imports no OpenCV)
+DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
+
+
+def whole_number(lo: int, what: str = "a whole number"):
+    """An argparse type: an int of at least `lo` (argparse turns the error into one usage line)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be at least {lo}")
+        return v
+    return parse
+
+
+def finite_number(text: str) -> float:
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
 class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
@@ -30,15 +72,6 @@ def _astronaut():
     return data.astronaut(), "astronaut.png"
 
 
-def _write_image(path, rgb):
-    from pathlib import Path
-
-    import cv2
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise UserError(f"cannot write {path}")
-
-
 def _print_faces(name, faces):
     print(f"{name}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
     for i, f in enumerate(faces, 1):
@@ -54,8 +87,8 @@ def cmd_predict(a):
     from pathlib import Path
 
     from .app.analyzer import FaceAnalyzer
-    from .app.draw import draw_faces
-    from .data.imageio import BadImageError, as_rgb, list_images
+    from .app.batch import run_batch
+    from .data.imageio import BadImageError, list_images
     out_dir = Path(a.out)
     inputs = a.inputs or [None]
     items = []  # (display name, source)
@@ -75,34 +108,24 @@ def cmd_predict(a):
         else:
             items.append((str(p), p))
     single = len(items) == 1
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: exists and is not a folder")
+    annotate = a.annotate if a.annotate is not None else len(items) <= 10
     fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
-    results, skipped = [], []
-    for name, src in items:
-        try:
-            if isinstance(src, tuple):
-                raise BadImageError(f"{src[1]}: not an image file (unknown suffix)")
-            rgb = as_rgb(src)
-            faces = fa.analyze(rgb)
-        except BadImageError as e:
-            if single:
-                raise
-            skipped.append({"input": name, "reason": str(e)})
-            continue
-        if not faces:
-            if single:
-                print(f"{name}: no face found", file=sys.stderr)
-                return 3
-            skipped.append({"input": name, "reason": "no face found"})
-            continue
-        _print_faces(name, faces)
-        stem = Path(name).stem
-        annotated = out_dir / f"{stem}_annotated.png"
-        if len(items) > 1:
-            annotated = out_dir / f"{len(results):04d}_{stem}_annotated.png"
-        _write_image(annotated, draw_faces(rgb, faces))
-        print(f"  annotated image: {annotated}")
-        results.append({"input": name, "annotated": str(annotated), "faces": faces})
-    out_dir.mkdir(parents=True, exist_ok=True)
+    verbose = len(items) <= 10
+
+    def show(rec):
+        if verbose:
+            _print_faces(rec["input"], rec["faces"])
+            if "annotated" in rec:
+                print(f"  annotated image: {rec['annotated']}")
+    results, skipped = run_batch(fa, items, out_dir, annotate, progress=not verbose and (sys.stderr.isatty() or a.progress),
+                                 on_faces=show)
+    if single and skipped:
+        if skipped[0]["reason"] == "no face found":
+            print(f"{items[0][0]}: no face found", file=sys.stderr)
+            return 3
+        raise BadImageError(skipped[0]["reason"])
     report = {"model": str(fa.model_path), "labels": fa.labels, "results": results, "skipped": skipped}
     (out_dir / "predictions.json").write_text(json.dumps(report, indent=1))
     if skipped:
@@ -110,7 +133,9 @@ def cmd_predict(a):
         for s in skipped:
             reason = s["reason"] if s["reason"].startswith(s["input"]) else f"{s['input']}: {s['reason']}"
             print(f"  {reason}", file=sys.stderr)
-    print(f"{len(results)} of {len(items)} images done; results in {out_dir / 'predictions.json'}")
+    n_faces = sum(len(r["faces"]) for r in results)
+    print(f"{len(results)} of {len(items)} images done, {n_faces} face(s); results in {out_dir / 'predictions.json'} "
+          f"(and one row per face in predictions.csv / predictions.jsonl)")
     if not results:
         return 3
     return 0
@@ -122,9 +147,39 @@ def cmd_demo(a):
 
 
 def cmd_models(a):
-    from .models import list_models
-    for name in list_models():
-        print(name)
+    width = max(map(len, MODELS))
+    for name, what in sorted(MODELS.items()):
+        print(f"{name:{width}s}  {what}")
+    return 0
+
+
+def cmd_evaluate_photos(a):
+    """`ferlab evaluate MODEL --photos DATA`: every image through the photo pipeline, largest face."""
+    from pathlib import Path
+
+    from .app.analyzer import FaceAnalyzer
+    from .app.photo_eval import evaluate_photos, read_photo_dataset
+    samples = read_photo_dataset(a.photos, a.dataset, a.photo_split)
+    fa = FaceAnalyzer(a.checkpoint, detector=a.detector)
+    out = Path(a.out) if a.out else Path("outputs/evaluate") / Path(a.photos).stem
+    r = evaluate_photos(fa, samples, out, n_boot=a.bootstrap)
+    b = r["bootstrap"]
+    print(f"{a.photos}: n={r['n']} accuracy {r['accuracy']:.4f} [{b['accuracy_95'][0]:.4f}, {b['accuracy_95'][1]:.4f}] "
+          f"macro recall {r['macro_recall']:.4f} [{b['macro_recall_95'][0]:.4f}, {b['macro_recall_95'][1]:.4f}] "
+          f"(95 % intervals, resampling {b['resampled']})")
+    print("recall: " + "  ".join(f"{k} {v:.3f}" for k, v in r["per_class_recall"].items()))
+    print("predicted: " + "  ".join(f"{k} {v}" for k, v in r["predicted_counts"].items()))
+    for flag, sub in r["subsets"].items():
+        print(f"  subset {flag}: n={sub['n']} accuracy {sub['accuracy']:.4f} macro recall {sub['macro_recall']:.4f}")
+    if r["no_face"]["n"]:
+        print(f"{r['no_face']['n']} image(s) with no face found (counted wrong): "
+              + ", ".join(r["no_face"]["images"][:5]) + (" ..." if r["no_face"]["n"] > 5 else ""))
+    if r["unreadable"]["n"]:
+        print(f"{r['unreadable']['n']} unreadable image(s) (counted wrong): " + "; ".join(r["unreadable"]["images"][:5]))
+    if r["skipped_by_reader"]:
+        print(f"{len(r['skipped_by_reader'])} dataset item(s) skipped by the reader: "
+              + "; ".join(f"{p}: {why}" for p, why in r["skipped_by_reader"][:5]))
+    print(f"report, predictions and confusion matrix under {out}")
     return 0
 
 
@@ -135,6 +190,8 @@ def cmd_evaluate(a):
     from .engine.checkpoint import load_meta
     from .engine.config import apply_overrides, load_config
     from .engine.evaluate import evaluate
+    if a.photos:
+        return cmd_evaluate_photos(a)
     meta = load_meta(a.checkpoint)
     # the data section of the model's own training config, unless a config is given; then overrides
     base = {"data": meta.get("config", {}).get("data", {"dataset": "ferplus"})}
@@ -153,6 +210,12 @@ def cmd_evaluate(a):
     for name, pc in m["per_class"].items():
         print(f"  {name:10s} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f} "
               f"support {pc['support']}")
+    if m.get("skipped"):
+        print(f"{len(m['skipped'])} dataset item(s) skipped (not evaluated):")
+        for item, why in m["skipped"][:10]:
+            print(f"  {item}: {why}")
+        if len(m["skipped"]) > 10:
+            print(f"  ... and {len(m['skipped']) - 10} more (listed in the metrics JSON)")
     if out:
         print(f"report, predictions and confusion matrix under {out.parent}")
     return 0
@@ -192,13 +255,13 @@ def cmd_tsne(a):
     import numpy as np
     import torch
 
-    from .app.analyzer import default_model_path
+    from .app.analyzer import resolve_model
     from .app.explain import feature_embedding, tsne_figure
     from .data.arrays import load_images, load_splits, standardise
     from .engine.checkpoint import load_model
     from .engine.config import load_config
     from .models import model_args, needs_landmarks
-    path = Path(a.model) if a.model else default_model_path()
+    path = resolve_model(a.model)
     model, meta = load_model(path)
     data_cfg = copy.deepcopy(load_config(a.config)["data"] if a.config else meta.get("config", {}).get("data", {}))
     data_cfg["label_mode"] = "majority"
@@ -317,11 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def face_opts(q):
         q.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
-        q.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
-        q.add_argument("--upsample", type=int, default=1, help="dlib HOG upsampling (finds smaller faces)")
-        q.add_argument("--min-score", type=float, default=0.25,
-                       help="dlib HOG detection margin to keep a face (0 = dlib's own cut, more false faces)")
+        q.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+        q.add_argument("--upsample", type=whole_number(0), default=1, help="dlib HOG upsampling (finds smaller faces)")
+        q.add_argument("--min-score", type=finite_number, default=None,
+                       help="detector score cut (BlazeFace: probability, default 0.5; HOG: margin, default 0.25)")
         q.add_argument("--out", default="outputs/predict", help="folder for annotated images and predictions.json")
+        q.add_argument("--annotate", dest="annotate", action="store_true", default=None,
+                       help="write an annotated copy of every photo (default: only for up to 10 photos)")
+        q.add_argument("--no-annotate", dest="annotate", action="store_false")
+        q.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
         q.add_argument("--landmarks", default="dlib",
                        help="'dlib' (the fastest on a CPU), 'net' (the shipped landmark net) or weights from `ferlab landmarks train`")
 
@@ -341,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", default=None, help="YAML config whose data section to use")
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
+    e.add_argument("--photos", default=None, metavar="DATA",
+                   help="evaluate through the photo pipeline (detection, landmarks, alignment, model; the largest "
+                        "face) on labelled photos: a folder of class folders, a CSV list (path,label[,subject]) or a "
+                        "folder with index.csv; MODEL may be 'default'")
+    e.add_argument("--dataset", default=None, help="with --photos: a dataset reader by name (e.g. twperformers)")
+    e.add_argument("--photo-split", default=None, help="with --photos: one split of the dataset (default: all)")
+    e.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    e.add_argument("--bootstrap", type=whole_number(1), default=1000, help="bootstrap resamples for the 95 %% intervals")
     e.set_defaults(fn=cmd_evaluate)
     lm = sub.add_parser("landmarks", help="cache dlib's 68 points for a dataset (CONFIG), or train the "
                                           "MobileFaceNet landmark net on them (train CONFIG)",
@@ -364,17 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("image", nargs="?", default=None, help="photo (default: the astronaut)")
     ex.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
     ex.add_argument("--crop", action="store_true", help="the image is already a face crop (dataset image)")
-    ex.add_argument("--max-faces", type=int, default=4)
-    ex.add_argument("--detector", default="auto", choices=["auto", "hog", "haar"])
-    ex.add_argument("--upsample", type=int, default=1)
-    ex.add_argument("--min-score", type=float, default=0.25)
+    ex.add_argument("--max-faces", type=whole_number(1), default=4)
+    ex.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    ex.add_argument("--upsample", type=whole_number(0), default=1)
+    ex.add_argument("--min-score", type=finite_number, default=None)
     ex.add_argument("--landmarks", default="dlib", help="'dlib', 'net' (the shipped landmark net) or landmark-net weights")
     ex.add_argument("--tsne", action="store_true",
                     help="instead: a t-SNE plot of the model's features over a dataset split (paper 004 Fig. 4)")
     ex.add_argument("--config", default=None, help="with --tsne: config whose data section to read "
                                                    "(default: the model's training data)")
     ex.add_argument("--split", default="test", help="with --tsne: the split to embed")
-    ex.add_argument("--max-images", type=int, default=2000, help="with --tsne: at most this many faces (seeded)")
+    ex.add_argument("--max-images", type=whole_number(1), default=2000, help="with --tsne: at most this many faces (seeded)")
     ex.add_argument("--out", default=None, help="PNG path (default outputs/explain/NAME_explain.png)")
     ex.set_defaults(fn=cmd_explain)
     return p
@@ -382,20 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data.imageio import BadImageError
-    from .data.labels import UnknownLabelError
-    from .data.readers import DatasetError
-    from .engine.checkpoint import CheckpointError
-    from .engine.config import ConfigError
-    from .models.weights import WeightsError
+    # every ferlab error a user can cause is a ValueError (ConfigError, DatasetError, BadImageError,
+    # CheckpointError, WeightsError, UnknownLabelError, SettingError) or a UserError: caught below
+    # without importing their modules (importing torch for the error classes cost seconds per command);
+    # a detector whose packages are missing is a RuntimeError named BlazeFaceUnavailable
     try:
         return int(args.fn(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
-    except (UserError, ConfigError, DatasetError, BadImageError, CheckpointError, WeightsError,
-            UnknownLabelError, KeyError, ValueError) as e:
-        if os.environ.get("FERLAB_DEBUG"):
+    except (UserError, KeyError, ValueError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and type(e).__name__ != "BlazeFaceUnavailable" or os.environ.get("FERLAB_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ferlab: error: {msg}", file=sys.stderr)

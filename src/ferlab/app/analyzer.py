@@ -27,12 +27,49 @@ def default_model_path() -> Path:
     return Path(str(resources.files("ferlab") / "weights" / "default.safetensors"))
 
 
+def shipped_models() -> dict[str, Path]:
+    """Emotion models shipped inside the package, by name (landmark nets are not emotion models)."""
+    folder = default_model_path().parent
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            import json
+            meta = json.loads(f.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("arch") and meta.get("arch") != "mobilefacenet_landmarks":
+            out[f.stem] = f
+    return out
+
+
+def resolve_model(model) -> Path:
+    """A model argument -> its .safetensors path: None or a shipped name ('default'), or a path to a
+    ferlab model file (PATH.safetensors with PATH.json beside it)."""
+    from ..engine.checkpoint import CheckpointError
+    if model is None:
+        return default_model_path()
+    named = shipped_models()
+    if str(model) in named:
+        return named[str(model)]
+    path = Path(model)
+    if path.suffix != ".safetensors" and path.with_suffix(".safetensors").is_file():
+        path = path.with_suffix(".safetensors")
+    if not path.is_file() and not path.with_suffix(".json").is_file():
+        from ..models import list_models
+        hint = (f" ({model!r} is an architecture: train it, e.g. `ferlab train configs/{model}_ferplus_cpu.yaml`, "
+                "and pass the run's best.safetensors)") if str(model) in list_models() else ""
+        raise CheckpointError(f"model {str(model)!r}: no such model file; --model takes a ferlab model file "
+                              f"(PATH.safetensors with PATH.json beside it) or a shipped name "
+                              f"({', '.join(named)}){hint}")
+    return path
+
+
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
-                 min_score: float = FaceDetector.DEFAULT_MIN_SCORE, landmarks: str | None = None):
+                 min_score: float | None = None, landmarks: str | None = None):
         """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        path = Path(model) if model else default_model_path()
+        path = resolve_model(model)
         self.model, self.meta = load_model(path, self.device)
         self.model_path = path
         self.labels = list(self.meta["labels"])
@@ -74,22 +111,63 @@ class FaceAnalyzer:
                for c in rgbs]
         return batch, np.stack(pts)
 
+    # detection runs on a copy of at most this many pixels on its longer side (a 24 MP photo is
+    # detected at 1280 px, its faces still 10x larger than the smallest face the detector finds)
+    DETECT_MAX_SIDE = 1280
+
     def prepare_faces(self, rgb: np.ndarray, max_faces: int | None = None):
         """Detect, landmark and align every face of an RGB photo -> (uint8 batch, landmarks in crop
-        pixels (N, 68, 2), face records with box, score, detector and photo landmarks)."""
+        pixels (N, 68, 2), face records with box, score, detector and photo landmarks).
+
+        Large photos: detection on a copy downscaled to DETECT_MAX_SIDE, boxes mapped back; each
+        face's landmarks and crop come from the level of an image pyramid (halvings of the photo)
+        where the face is still at least 4x the crop's size, so that nothing is lost to the
+        downscale and no time is spent on pixels the crop cannot use."""
         size, ch = self.pre["img_size"], self.pre["channels"]
         framing = self.pre.get("framing", "fer2013")
+        h, w = rgb.shape[:2]
+        s = min(1.0, self.DETECT_MAX_SIDE / max(h, w))
+        small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
+            if s < 1.0 else rgb
+        pyramid = [rgb]
         crops, crop_pts, faces = [], [], []
-        for d in self.detector(rgb)[:max_faces]:
-            lm = self.landmarker(rgb, d.box)
-            crop, pts, _ = align_face(rgb, lm, size, framing)
+        for d in self.detector(small)[:max_faces]:
+            box = [v / s for v in d.box]
+            lbox = [v / s for v in d.box_for_landmarks]
+            level = 0
+            while (lbox[2] - lbox[0]) / 2 ** (level + 1) >= 4 * size and min(pyramid[level].shape[:2]) > 64:
+                level += 1
+                if len(pyramid) <= level:
+                    pyramid.append(cv2.pyrDown(pyramid[level - 1]))
+            f = 2.0 ** level
+            img = pyramid[level]
+            lm = self.landmarker(img, [v / f for v in lbox])
+            crop, pts, _ = align_face(img, lm, size, framing)
+            lm = lm * f  # back to the photo's pixels (pyrDown keeps pixel 2i of the level below at i)
             crops.append(resize_face(crop, size, ch))
             crop_pts.append(pts)
-            faces.append({"box": [round(v, 1) for v in d.box], "score": round(d.score, 4), "detector": d.detector,
+            faces.append({"box": [round(v, 1) for v in box], "score": round(d.score, 4), "detector": d.detector,
                           "landmarks": lm.round(1).tolist()})
         if not crops:
             return np.zeros((0, ch, size, size), np.uint8), np.zeros((0, 68, 2), np.float32), []
         return np.stack(crops), np.stack(crop_pts).astype(np.float32), faces
+
+    def analyze_many(self, images, max_faces: int | None = None) -> list[list[dict]]:
+        """`analyze` for several photos, their faces through the model in one batch."""
+        prepared = [self.prepare_faces(as_rgb(im), max_faces) for im in images]
+        batches = [b for b, _, _ in prepared if len(b)]
+        if not batches:
+            return [[] for _ in prepared]
+        batch = np.concatenate(batches)
+        pts = np.concatenate([p for b, p, _ in prepared if len(b)])
+        records = self._records(self.predict_tensor(batch, pts))
+        out, i = [], 0
+        for _, _, faces in prepared:
+            for f in faces:
+                f.update(records[i])
+                i += 1
+            out.append(faces)
+        return out
 
     def _records(self, probs: np.ndarray) -> list[dict]:
         out = []

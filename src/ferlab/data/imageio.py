@@ -14,7 +14,29 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Larger than any photo a FER user has (a 100 MP camera), small enough to refuse a bomb.
-MAX_PIXELS = int(os.environ.get("FERLAB_MAX_PIXELS", 120_000_000))
+DEFAULT_MAX_PIXELS = 120_000_000
+
+
+class SettingError(ValueError):
+    """An environment variable with a value ferlab cannot use."""
+
+
+def max_pixels() -> int:
+    """The pixel limit: FERLAB_MAX_PIXELS (a positive whole number) or DEFAULT_MAX_PIXELS. It also
+    sets PIL's own decompression-bomb limit, so that a raised limit raises both."""
+    raw = os.environ.get("FERLAB_MAX_PIXELS")
+    if raw is None or raw.strip() == "":
+        value = DEFAULT_MAX_PIXELS
+    else:
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise SettingError(f"FERLAB_MAX_PIXELS={raw!r}: not a whole number of pixels") from None
+        if value <= 0:
+            raise SettingError(f"FERLAB_MAX_PIXELS={raw!r}: must be a positive number of pixels")
+    # PIL warns past its limit and refuses past twice it: ferlab's limit is the one that counts
+    Image.MAX_IMAGE_PIXELS = value
+    return value
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
 
 
@@ -40,13 +62,14 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
         raise BadImageError(f"{p}: is a folder, not an image")
     if p.stat().st_size == 0:
         raise BadImageError(f"{p}: empty file")
+    limit = max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as img:
                 w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise BadImageError(f"{p}: {w}x{h} pixels is over the limit of {MAX_PIXELS} "
+                if w * h > limit:
+                    raise BadImageError(f"{p}: {w}x{h} pixels is over the limit of {limit} "
                                         "(set FERLAB_MAX_PIXELS to raise it)")
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
@@ -54,7 +77,8 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError(f"{p}: refused as a decompression bomb ({e})") from None
+        raise BadImageError(f"{p}: refused: more pixels than the limit of {limit} (a decompression bomb, or set "
+                            f"FERLAB_MAX_PIXELS to raise the limit; {e})") from None
     except UnidentifiedImageError:
         raise BadImageError(f"{p}: not an image file (or a format PIL cannot read)") from None
     except (OSError, SyntaxError, ValueError) as e:

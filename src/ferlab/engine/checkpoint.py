@@ -1,14 +1,16 @@
 """Checkpoints: model weights as safetensors + a JSON of config and metadata, training state as a
-tensors-only .pt read with weights_only=True. Every file is written atomically (temp + rename)."""
+tensors-only .pt read with weights_only=True. Every file is written atomically (temp + rename), and
+a training run's epoch is one atomic unit (RunCheckpoints)."""
 from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..data.cache import atomic_write_bytes
 
@@ -60,23 +62,53 @@ def load_meta(path) -> dict:
 
 def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from PATH.safetensors + PATH.json (no pickle involved)."""
-    from ..models import create_model
+    from ..models import create_model, list_models
     meta = load_meta(path)
     wpath = Path(path).with_suffix(".safetensors")
+    jpath = Path(path).with_suffix(".json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or not isinstance(meta.get("labels"), list) \
+            or not meta["labels"] or not isinstance(meta.get("model_kwargs", {}), dict) \
+            or not isinstance(meta.get("preprocess", {}), dict):
+        raise CheckpointError(f"{jpath}: not a ferlab model description (needs 'arch', a list of 'labels', "
+                              "'preprocess' and optional 'model_kwargs')")
+    if meta["arch"] not in list_models():
+        raise CheckpointError(f"{jpath}: unknown architecture {meta['arch']!r} (known: {', '.join(list_models())})")
     if not wpath.is_file():
         raise CheckpointError(f"{wpath}: no such weights file")
-    model = create_model(meta["arch"], num_classes=len(meta["labels"]), **meta.get("model_kwargs", {}))
     try:
-        sd = load_file(str(wpath))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{wpath}: cannot read ({e})") from None
+        model = create_model(meta["arch"], num_classes=len(meta["labels"]), **meta.get("model_kwargs", {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{jpath}: model_kwargs do not build a {meta['arch']} ({e})") from None
+    sd = read_safetensors(wpath)
     for k in [k for k in sd if k.endswith(INT8_SCALE)]:  # int8-stored weights back to float
         scale, base = sd.pop(k), k[:-len(INT8_SCALE)]
+        if base not in sd:
+            raise CheckpointError(f"{wpath}: {k} has no weight {base} beside it")
         sd[base] = sd[base].float() * scale.view(-1, *[1] * (sd[base].ndim - 1))
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-    model.load_state_dict(sd)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        missing = sorted(set(own) - set(sd))
+        extra = sorted(set(sd) - set(own))
+        shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+        detail = "; ".join(x for x in [f"{len(missing)} weights missing (e.g. {missing[0]})" if missing else "",
+                                       f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "",
+                                       f"{len(shape)} of another shape (e.g. {shape[0]})" if shape else ""] if x)
+        raise CheckpointError(f"{wpath}: the weights do not match the model {jpath.name} describes "
+                              f"({detail or e})") from None
     return model.to(device).eval(), meta
+
+
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file; a truncated, corrupt or hostile one (say, a header that claims
+    gigabytes) is one CheckpointError, never a crash or a huge allocation."""
+    from ..models.weights import WeightsError, read_safetensors as read_checked
+    try:
+        return read_checked(Path(path))
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def save_train_state(path, state: dict) -> None:
@@ -86,5 +118,167 @@ def save_train_state(path, state: dict) -> None:
 
 
 def load_train_state(path) -> dict:
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    """Training state saved by save_train_state: tensors, numbers and dicts only (weights_only);
+    anything else (a truncated file, a pickle holding code) is refused with one message."""
+    try:
+        st = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's message would suggest weights_only=False: never
+        kind = "truncated or corrupt" if "zip" in str(e).lower() or "EOF" in str(e) or "archive" in str(e).lower() \
+            else "refused: it holds something other than tensors and numbers"
+        raise CheckpointError(f"{path}: training state {kind}; delete the run folder's state to start over") from None
+    if not isinstance(st, dict) or "epoch" not in st:
+        raise CheckpointError(f"{path}: not a ferlab training state")
+    return st
 
+
+
+# -- a run folder's epochs, each one atomic unit -------------------------------------------------
+
+def fault_point(name: str) -> None:
+    """Fault injection for the kill-anywhere resume test: FERLAB_FAULT_AT=NAME[:EPOCH] ends the
+    process at once (as kill -9 would) when the save reaches point NAME (of that epoch)."""
+    spec = os.environ.get("FERLAB_FAULT_AT")
+    if not spec:
+        return
+    want, _, epoch = spec.partition(":")
+    here, _, here_epoch = name.partition(":")
+    if want == here and (not epoch or epoch == here_epoch):
+        os._exit(137)
+
+
+class RunCheckpoints:
+    """The resumable state of a run folder, one atomic unit per epoch.
+
+    Epoch N's unit is the folder OUT/checkpoints/epoch-NNNN: the model (last.safetensors + .json),
+    the training state (state.pt), the history, and best.* when that epoch is the best so far. It is
+    written as epoch-NNNN.tmp and renamed when every file is on disk: the rename is the commit, so
+    a kill at any instant leaves either the whole unit or none of it. Then the run's user-facing
+    files (OUT/best.*, OUT/last.*, OUT/history.json, OUT/log.jsonl) are refreshed from the committed
+    units; resuming redoes that step, so a kill in the middle of it loses nothing. Units older than
+    the latest are removed, except the one holding the best model; stale .tmp folders and
+    temporary files from killed writes are removed when a run starts or resumes."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.dir = self.out / "checkpoints"
+
+    def _unit(self, epoch: int) -> Path:
+        return self.dir / f"epoch-{epoch:04d}"
+
+    def committed(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(p.name[6:]) for p in self.dir.iterdir()
+                      if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit())
+
+    def latest(self) -> int | None:
+        done = self.committed()
+        return done[-1] if done else None
+
+    def clean_stale(self) -> list[str]:
+        """Remove half-written units and temporary files left by a killed write."""
+        import shutil
+        removed = []
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                if p.name.endswith(".tmp"):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p.name)
+        if self.out.is_dir():
+            for p in self.out.iterdir():  # atomic_write_bytes' temporaries: .NAME.XXXX
+                if p.is_file() and p.name.startswith(".") and any(p.name.startswith(f".{n}.") for n in
+                                                                  ("best.safetensors", "best.json", "last.safetensors",
+                                                                   "last.json", "history.json", "log.jsonl",
+                                                                   "last_state.pt")):
+                    p.unlink()
+                    removed.append(p.name)
+        return removed
+
+    def save(self, epoch: int, model, meta: dict, state: dict, history: list, best_meta: dict | None) -> None:
+        """Write epoch `epoch`'s unit and commit it; `best_meta` when this epoch is the new best."""
+        import shutil
+        final = self._unit(epoch)
+        tmp = final.with_name(final.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        if best_meta is not None:
+            save_model(tmp / "best", model, best_meta)
+            fault_point(f"after_best:{epoch}")
+        save_model(tmp / "last", model, {**meta, "epoch": epoch})
+        fault_point(f"after_last:{epoch}")
+        save_train_state(tmp / "state.pt", state)
+        atomic_write_bytes(tmp / "history.json", json.dumps(history, indent=1).encode())
+        fault_point(f"before_commit:{epoch}")
+        if final.exists():  # a unit of this epoch from an earlier, abandoned attempt
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        fault_point(f"after_commit:{epoch}")
+        self.publish()
+        fault_point(f"after_publish:{epoch}")
+        self.prune()
+
+    def load(self) -> tuple[int, dict, dict[str, torch.Tensor], list]:
+        """(epoch, training state, last weights, history) of the latest committed unit."""
+        epoch = self.latest()
+        if epoch is None:
+            raise CheckpointError(f"{self.out}: no committed epoch to resume from")
+        unit = self._unit(epoch)
+        state = load_train_state(unit / "state.pt")
+        weights = read_safetensors(unit / "last.safetensors")
+        try:
+            history = json.loads((unit / "history.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{unit / 'history.json'}: cannot read ({e})") from None
+        return epoch, state, weights, history
+
+    def best_unit(self) -> Path | None:
+        """The newest committed unit that holds best.* (the best model so far)."""
+        for epoch in reversed(self.committed()):
+            if (self._unit(epoch) / "best.safetensors").is_file():
+                return self._unit(epoch)
+        return None
+
+    def publish(self) -> None:
+        """Refresh OUT/best.*, OUT/last.*, OUT/history.json and OUT/log.jsonl from the committed units
+        (idempotent: every file is rewritten atomically from the units)."""
+        latest = self.latest()
+        if latest is None:
+            return
+        unit = self._unit(latest)
+        best = self.best_unit()
+        for src, name in ([(best / "best.safetensors", "best.safetensors"), (best / "best.json", "best.json")]
+                          if best is not None else []) + [(unit / "last.safetensors", "last.safetensors"),
+                                                          (unit / "last.json", "last.json"),
+                                                          (unit / "history.json", "history.json")]:
+            data = src.read_bytes()
+            dst = self.out / name
+            if not dst.is_file() or dst.stat().st_size != len(data) or dst.read_bytes() != data:
+                atomic_write_bytes(dst, data)
+                fault_point(f"mid_publish:{latest}")
+        history = json.loads((unit / "history.json").read_text())
+        atomic_write_bytes(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+
+    def prune(self) -> None:
+        import shutil
+        keep = {self.latest()}
+        best = self.best_unit()
+        if best is not None:
+            keep.add(int(best.name[6:]))
+        for epoch in self.committed():
+            if epoch not in keep:
+                shutil.rmtree(self._unit(epoch), ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -23,7 +23,6 @@ Config: a normal training config plus
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from ..losses import build_loss, logits_of
 from ..models import create_model
 from ..models.weights import read_state_dict
-from .checkpoint import load_train_state
+from .evaluate import normalise
 from .metrics import classification_metrics
 from .train import (
     amp_dtype,
@@ -44,8 +43,8 @@ from .train import (
     epoch_record,
     load_split_arrays,
     model_meta,
-    normalise,
     pick_device,
+    resume_state,
 )
 
 
@@ -151,17 +150,15 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
     targets_all = torch.from_numpy(tr.targets)
     mode = dcfg.get("label_mode", "majority")
     epochs = int(cfg["schedule"]["epochs"])
-    state_path = out / "last_state.pt"
     best, history, start_epoch = {"valid_accuracy": -1.0, "epoch": -1}, [], 0
-    if resume and state_path.is_file():
-        from safetensors.torch import load_file
-        st = load_train_state(state_path)
-        model.load_state_dict(load_file(str(out / "last.safetensors")))
+    resumed = resume_state(out, resume, log)
+    if resumed:
+        st, weights, history = resumed
+        model.load_state_dict(weights)
         model.freeze_backbone(True)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
-        history = json.loads((out / "history.json").read_text())
         start_epoch = int(st["epoch"]) + 1
         log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} at epoch {best['epoch']})")
     meta = model_meta(cfg, label_set, {"head_training": {"backbone_file": str(hcfg["backbone_file"])}})

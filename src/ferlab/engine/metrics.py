@@ -30,11 +30,14 @@ def classification_metrics(y_true, y_pred, label_set: Sequence[str]) -> dict:
     return out
 
 
-def write_confusion(cm, label_set, out_prefix: Path, title: str = "") -> None:
+def write_confusion(cm, label_set, out_prefix: Path, title: str = "", cols=None) -> None:
+    """A confusion matrix as CSV + PNG; `cols`: predicted classes when they differ from the true
+    ones (label_set), e.g. a model's 8 classes plus "no face" against a dataset's 7."""
     out_prefix = Path(out_prefix)
+    cols = list(label_set) if cols is None else list(cols)
     with open(out_prefix.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["true \\ pred", *label_set])
+        w.writerow(["true \\ pred", *cols])
         for name, row in zip(label_set, cm):
             w.writerow([name, *row])
     import matplotlib
@@ -42,12 +45,12 @@ def write_confusion(cm, label_set, out_prefix: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig, ax = plt.subplots(figsize=(6.4 * max(1.0, len(cols) / len(label_set)), 5.6))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(label_set)), label_set, rotation=45, ha="right")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(label_set)), label_set)
     for i in range(len(label_set)):
-        for j in range(len(label_set)):
+        for j in range(len(cols)):
             ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")

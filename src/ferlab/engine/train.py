@@ -30,8 +30,9 @@ from ..data.hybrid import BALANCE_AUGMENT
 from ..losses import build_loss, logits_of
 from ..models import create_model, model_args, needs_landmarks
 from ..models.weights import WEIGHT_FILE_KWARGS
-from .checkpoint import load_train_state, save_model, save_train_state
-from .evaluate import evaluate_checkpoint_on_split, normalise, predict_probs
+from .checkpoint import RunCheckpoints, load_model
+from .config import check_values
+from .evaluate import evaluate_checkpoint_on_split, predict_probs
 from .metrics import classification_metrics
 from .sam import build_sam
 
@@ -135,25 +136,49 @@ def epoch_record(epoch, loss_sum, correct, total, vm, opt, t0) -> dict:
 
 
 def end_epoch(out: Path, model, meta: dict, vm: dict, history: list, best: dict, epochs: int, log, state: dict) -> dict:
-    """After an epoch (its record last in `history`, valid metrics `vm`): save best (chosen on valid
-    accuracy) and last checkpoints, the resumable train state (+ `state`), history and log. Returns best."""
+    """After an epoch (its record last in `history`, valid metrics `vm`): commit the epoch as one
+    atomic unit (RunCheckpoints: last and, when valid accuracy improved, best model, the resumable
+    train state + `state`, history), then log. Returns best."""
     rec = history[-1]
     epoch = rec["epoch"]
     improved = vm["accuracy"] > best["valid_accuracy"]
     if improved:
         best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
-        save_model(out / "best", model, {**meta, "epoch": epoch,
-                                         "valid": {k: v for k, v in vm.items() if not isinstance(v, (dict, list))}})
-    save_model(out / "last", model, {**meta, "epoch": epoch})
-    save_train_state(out / "last_state.pt", {**state, "epoch": epoch, "best_valid_accuracy": best["valid_accuracy"],
-                                             "best_epoch": best["epoch"]})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    with open(out / "log.jsonl", "a") as fh:
-        fh.write(json.dumps(rec) + "\n")
+    best_meta = {**meta, "epoch": epoch, "valid": {k: v for k, v in vm.items() if not isinstance(v, (dict, list))}} \
+        if improved else None
+    RunCheckpoints(out).save(epoch, model, meta, {**state, "epoch": epoch, "best_valid_accuracy": best["valid_accuracy"],
+                                                  "best_epoch": best["epoch"]}, history, best_meta)
     log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
         f"valid_acc {vm['accuracy']:.4f} valid_mca {vm['mean_class_accuracy']:.4f} "
         f"({rec['seconds']:.0f}s){' *' if improved else ''}")
     return best
+
+
+def resume_state(out: Path, resume: bool, log):
+    """Clean what a killed run left half-written; with `resume`, the latest committed epoch:
+    (state, weights, history), the run's published files refreshed from it; else None."""
+    ck = RunCheckpoints(out)
+    stale = ck.clean_stale()
+    if stale:
+        log(f"removed {len(stale)} half-written file(s) of an interrupted save: {', '.join(stale[:4])}")
+    if not resume:
+        if ck.committed():  # a fresh run in a used folder: the earlier run's epochs must not mix in
+            import shutil
+            log(f"starting over in {out}: removing the {len(ck.committed())} saved epoch(s) of an earlier run "
+                "(use --resume to continue it instead)")
+            shutil.rmtree(ck.dir)
+        return None
+    epoch, st, weights, history = ck.load()
+    ck.publish()
+    return st, weights, history
+
+
+def check_resumable(out: Path) -> None:
+    """--resume on a folder with no committed epoch is an error that names the folder."""
+    if RunCheckpoints(out).latest() is None:
+        raise ValueError(f"--resume: {out} " + ("does not exist" if not out.exists() else
+                                                "holds no committed epoch (checkpoints/epoch-NNNN)")
+                         + "; nothing to resume (leave out --resume to start this run)")
 
 
 def load_split_arrays(dcfg: dict, seed: int = 0):
@@ -173,8 +198,21 @@ def load_split_arrays(dcfg: dict, seed: int = 0):
     return splits, arrays
 
 
+def init_from_checkpoint(model, path, arch: str, label_set) -> None:
+    """Copy every weight of a saved ferlab model (PATH.safetensors + .json, int8/fp16 ones too) into
+    `model`; the architecture and the label set must be the same."""
+    src, meta = load_model(path)
+    if meta["arch"] != arch or tuple(meta["labels"]) != tuple(label_set):
+        raise ValueError(f"train.init_from: {path} is a {meta['arch']} over {meta['labels']}, this run trains a "
+                         f"{arch} over {list(label_set)}")
+    model.load_state_dict(src.state_dict())
+
+
 def train(cfg: dict, resume: bool = False, log=print) -> dict:
     """Run a training config. Returns the final report (valid + test metrics, paths)."""
+    check_values(cfg)
+    if resume:
+        check_resumable(Path(cfg["train"]["out_dir"]))
     clip_norm = cfg["optim"].get("clip_grad_norm")  # max L2 norm of all gradients together, or None
     if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
         raise ValueError(f"optim.clip_grad_norm must be a positive number or null, not {clip_norm!r}")
@@ -202,6 +240,10 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if built_for is not None and int(built_for) != size:
         raise ValueError(f"model {cfg['model']['name']} is built for {built_for}x{built_for} input but data.img_size "
                          f"is {size}; set model.kwargs.img_size={size}")
+    if tcfg.get("init_from"):  # fine-tuning: every weight from a ferlab model of the same architecture
+        init_from_checkpoint(model, tcfg["init_from"], cfg["model"]["name"], label_set)
+        if rank == 0:
+            log(f"weights initialised from {tcfg['init_from']}")
     use_lm = needs_landmarks(model)
     landmarks = {}
     if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
@@ -225,7 +267,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         report["train"]["generated_copies"] = {"n": int(len(copies)), "class_counts": {
             name: int(c) for name, c in zip(label_set, np.bincount(tr.labels[copies], minlength=len(label_set)))}}
         (out / "data_report.json").write_text(json.dumps(report, indent=1))
-        log(f"data: " + ", ".join(f"{n}={len(s)}" for n, s in splits.items()) + f"; labels={list(label_set)}")
+        log("data: " + ", ".join(f"{n}={len(s)}" for n, s in splits.items()) + f"; labels={list(label_set)}")
         if len(copies):
             log(f"  train balanced by augmentation: {len(copies)} generated copies, "
                 f"{len(tr) + len(copies)} samples per epoch")
@@ -270,8 +312,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         o = build_optimizer(c, model)
         return o, build_sam(c, o), build_scheduler(c, o, steps)
 
-    state_path = out / "last_state.pt"
-    st = load_train_state(state_path) if resume and state_path.is_file() else None
+    resumed = resume_state(out, resume, log) if rank == 0 or resume else None
+    st = resumed[0] if resumed else None
     start_epoch = int(st["epoch"]) + 1 if st else 0
     opt, sam, sched = build_phase(start_epoch)
     # built after the phase's freezing: DDP registers the parameters that train when it is built
@@ -287,20 +329,19 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     targets_all = torch.from_numpy(tr.targets)
     x_all = torch.from_numpy(arrays["train"])
     lm_all = torch.from_numpy(landmarks["train"]) if use_lm else None
-    criterion = build_loss(cfg, label_set)
+    criterion = build_loss(cfg, label_set, class_prior=tr.targets.mean(0))
     norm = cfg["norm"]
     epochs = int(cfg["schedule"]["epochs"])
     best, history = {"valid_accuracy": -1.0, "epoch": -1}, []
     if st is not None:
-        from safetensors.torch import load_file
-        model.load_state_dict(load_file(str(out / "last.safetensors")))
+        model.load_state_dict(resumed[1])
         if phase_of(start_epoch) == phase_of(start_epoch - 1):  # else a fresh optimiser for the new phase
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
         if "scaler" in st:
             scaler.load_state_dict(st["scaler"])
         best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
-        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+        history = resumed[2]
         if rank == 0:
             log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} "
                 f"at epoch {best['epoch']})")

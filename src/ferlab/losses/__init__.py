@@ -1,6 +1,7 @@
 """Training losses, one file per paper's loss, built from the config's ``loss`` section:
 
     loss: {name: cross_entropy, label_smoothing: 0.0}   # default
+    loss: {name: cross_entropy, logit_adjust: 1.0}      # logit-adjusted (balanced) cross-entropy
     loss: {name: bce, activation: softmax}              # paper 000 (RASA), eqs. 9-10
 
     loss: {name: dan, lambda_affinity: 1.0, lambda_partition: 1.0}   # paper 001 (DAN), eq. 7
@@ -36,12 +37,26 @@ def register_loss(name: str):
 
 
 class CrossEntropyLoss(nn.Module):
-    def __init__(self, label_smoothing: float = 0.0):
+    """Cross-entropy on class distributions. `logit_adjust` (tau > 0): the logit-adjusted loss of
+    Menon et al. 2021, CE(logits + tau * log prior), with the training set's class prior; the
+    model's own logits then estimate balanced-class scores, so rare classes are not out-voted by
+    the training set's frequencies at test time (the prior is set by the trainer)."""
+
+    def __init__(self, label_smoothing: float = 0.0, logit_adjust: float = 0.0, class_prior=None):
         super().__init__()
         self.label_smoothing = float(label_smoothing)
+        self.logit_adjust = float(logit_adjust)
+        if self.logit_adjust and class_prior is None:
+            raise ValueError("loss.logit_adjust needs the training set's class prior")
+        prior = torch.as_tensor(class_prior if class_prior is not None else [1.0], dtype=torch.float32)
+        self.register_buffer("log_prior", torch.log(prior.clamp_min(1e-4) / prior.clamp_min(1e-4).sum()),
+                             persistent=False)
 
     def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits_of(outputs).float(), targets, label_smoothing=self.label_smoothing)
+        logits = logits_of(outputs).float()
+        if self.logit_adjust:
+            logits = logits + self.logit_adjust * self.log_prior.to(logits.device)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
 
 class DANLoss(nn.Module):
@@ -111,12 +126,15 @@ def list_losses() -> list[str]:
     return sorted(_LOSSES)
 
 
-def build_loss(cfg: dict, label_set=None) -> nn.Module:
+def build_loss(cfg: dict, label_set=None, class_prior=None) -> nn.Module:
     """From a full config: ``loss`` section (name + keyword arguments). Older configs without one
     get cross-entropy with ``train.label_smoothing``. `label_set` (class names) tells the neaa loss
-    which class is neutral."""
+    which class is neutral; `class_prior` (the training set's class shares) is what
+    cross_entropy's logit_adjust adjusts by."""
     spec = dict(cfg.get("loss") or {})
     name = spec.pop("name", "cross_entropy")
+    if name == "cross_entropy" and spec.get("logit_adjust"):
+        spec["class_prior"] = class_prior
     if name == "neaa" and label_set is not None and "neutral_index" not in spec:
         spec["neutral_index"] = list(label_set).index("neutral") if "neutral" in label_set else None
     if name in ("cross_entropy", "dan", "neaa") and "label_smoothing" not in spec:

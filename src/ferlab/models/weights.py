@@ -26,8 +26,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        sd = load_file(str(path))
+        sd = read_safetensors(path)
     else:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -47,6 +46,22 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
                 k = k[len(prefix):]
         out[k] = v
     return out
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file's tensors; a file whose header claims more bytes than it has (a corrupt
+    or hostile file) or that safetensors cannot parse is one WeightsError."""
+    from safetensors.torch import load_file
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    header_len = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if header_len < 0 or header_len > min(size - 8, 100_000_000):
+        raise WeightsError(f"{path}: not a safetensors file (a header of {header_len} bytes in a file of {size})")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors' own error types
+        raise WeightsError(f"{path}: cannot read as safetensors ({e})") from None
 
 
 def adapt_and_load(model: nn.Module, sd: dict[str, torch.Tensor], key_map: Callable[[str], str | None] = None,

@@ -1,0 +1,174 @@
+"""Evaluation through the photo pipeline on any labelled photos (`ferlab evaluate MODEL --photos DATA`).
+
+Every image goes through `FaceAnalyzer.analyze` (detection -> landmarks -> alignment -> model) as a
+user's photo would; the largest face is scored. An image with no face found counts as wrong and is
+listed; a predicted class the dataset lacks (contempt on a 7-class set) counts as wrong.
+
+Reported: accuracy, macro recall (mean recall over the dataset's classes), per-class recall, the
+confusion matrix (true classes x the model's classes + "no face"), with 95 % bootstrap intervals
+that resample subjects when the dataset names them (images of one person are not independent),
+else images; the same for every boolean subset flag a reader sets (twperformers: observers_agree).
+Predictions are written to a CSV as they come, so an interrupted run keeps what it did.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.imageio import BadImageError
+from ..data.labels import CANONICAL
+from ..data.readers import DATASET_READERS, DatasetError, SampleList
+from ..data.splits import merge
+from ..engine.metrics import write_confusion
+
+NO_FACE = "no face"
+
+
+def read_photo_dataset(path, dataset: str | None = None, split: str | None = None) -> SampleList:
+    """Labelled photos from a class-folder tree (ROOT/<class>/ or ROOT/<split>/<class>/), a CSV
+    (path,label[,subject][,split]; or a folder holding index.csv / labels.csv), or any dataset
+    reader ferlab has (`dataset=`). Every split is used unless `split` names one."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if dataset is None:
+        if path.is_file() and path.suffix.lower() == ".csv":
+            dataset, kw, root = "csv", {"csv_file": str(path.resolve())}, path.parent
+        elif (path / "index.csv").is_file() and _has_columns(path / "index.csv"):
+            dataset, kw, root = "csv", {"csv_file": "index.csv"}, path
+        elif (path / "labels.csv").is_file():
+            dataset, kw, root = "csv", {"csv_file": "labels.csv"}, path
+        elif path.is_dir():
+            dataset, kw, root = "folder", {}, path
+        else:
+            raise DatasetError(f"{path}: give a folder of class folders, a CSV list or --dataset NAME")
+    else:
+        if dataset not in DATASET_READERS:
+            raise DatasetError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_READERS))}")
+        kw, root = {}, path
+    splits = DATASET_READERS[dataset](root, label_set=CANONICAL, **kw)
+    if split is not None:
+        if split not in splits:
+            raise DatasetError(f"split {split!r} not in {path} (has {', '.join(splits)})")
+        samples = splits[split]
+    else:
+        samples = merge(list(splits.values())) if len(splits) > 1 else next(iter(splits.values()))
+    if not len(samples):
+        raise DatasetError(f"{path}: no labelled images found")
+    return samples
+
+
+def _has_columns(csv_path: Path) -> bool:
+    with open(csv_path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return {"path", "label"} <= set(header)
+
+
+def largest_face(faces: list[dict]) -> dict | None:
+    if not faces:
+        return None
+    return max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+
+
+def score(true: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict:
+    """Accuracy and macro recall over `classes` (true labels as class indices; pred may be -1)."""
+    out = {"n": int(len(true)), "accuracy": float(np.mean(true == pred)) if len(true) else 0.0}
+    rec = {c: float(np.mean(pred[true == c] == c)) for c in classes if (true == c).any()}
+    out["macro_recall"] = float(np.mean(list(rec.values()))) if rec else 0.0
+    out["recall"] = rec
+    return out
+
+
+def bootstrap(true, pred, classes, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """95 % percentile intervals of accuracy and macro recall; resamples groups (subjects) when
+    given, with all of a group's images, else images."""
+    rng = np.random.RandomState(seed)
+    if groups is not None:
+        ids = sorted(set(groups))
+        members = {g: np.flatnonzero(np.asarray(groups) == g) for g in ids}
+    acc, mr = [], []
+    for _ in range(n_boot):
+        if groups is not None:
+            pick = np.concatenate([members[ids[i]] for i in rng.randint(len(ids), size=len(ids))])
+        else:
+            pick = rng.randint(len(true), size=len(true))
+        s = score(true[pick], pred[pick], classes)
+        acc.append(s["accuracy"])
+        mr.append(s["macro_recall"])
+    return {"resampled": "subjects" if groups is not None else "images", "n_boot": n_boot,
+            "accuracy_95": np.percentile(acc, [2.5, 97.5]).round(4).tolist(),
+            "macro_recall_95": np.percentile(mr, [2.5, 97.5]).round(4).tolist()}
+
+
+def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1000, progress: bool = True,
+                    log=print) -> dict:
+    """Run every image of `samples` through `analyzer` (a FaceAnalyzer); returns the report and,
+    with out_dir, writes predictions.csv (as it goes), metrics.json, confusion.csv/.png."""
+    from tqdm import tqdm
+    names = list(samples.label_set)
+    present = sorted(set(samples.labels.tolist()))
+    model_labels = list(analyzer.labels)
+    out_dir = Path(out_dir) if out_dir else None
+    writer = fh = None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(out_dir / "predictions.csv", "w", newline="")
+        writer = csv.writer(fh)
+        writer.writerow(["image", "true", "pred", "face_found", "box", *[f"p_{n}" for n in model_labels]])
+    pred_names, no_face, unreadable, t0 = [], [], [], time.perf_counter()
+    try:
+        for i, p in enumerate(tqdm(samples.paths, desc="photos", unit="img", disable=not progress)):
+            try:
+                face = largest_face(analyzer.analyze(p))
+            except BadImageError as e:
+                unreadable.append((str(p), str(e)))
+                face = None
+            if face is None:
+                if not unreadable or unreadable[-1][0] != str(p):
+                    no_face.append(str(p))
+                pred_names.append(NO_FACE)
+            else:
+                pred_names.append(face["label"])
+            if writer:
+                probs = [f"{face['probs'][n]:.5f}" for n in model_labels] if face else [""] * len(model_labels)
+                writer.writerow([str(p), names[samples.labels[i]], pred_names[-1], int(face is not None),
+                                 json.dumps(face["box"]) if face else "", *probs])
+                fh.flush()
+    finally:
+        if fh:
+            fh.close()
+    seconds = time.perf_counter() - t0
+    idx = {n: i for i, n in enumerate(names)}
+    pred = np.array([idx.get(n, -1) for n in pred_names])  # no face / a class the set lacks -> wrong
+    true = samples.labels
+    report = {"n": int(len(true)), "classes": [names[c] for c in present], "model": str(analyzer.model_path),
+              "detector": analyzer.detector.name, "seconds": round(seconds, 1),
+              "ms_per_image": round(1000 * seconds / max(1, len(true)), 1),
+              **{k: v for k, v in score(true, pred, present).items() if k != "recall"}}
+    report["per_class_recall"] = {names[c]: v for c, v in score(true, pred, present)["recall"].items()}
+    report["bootstrap"] = bootstrap(true, pred, present, samples.groups, n_boot)
+    report["no_face"] = {"n": len(no_face), "images": no_face}
+    report["unreadable"] = {"n": len(unreadable), "images": [f"{p}: {e}" for p, e in unreadable]}
+    report["skipped_by_reader"] = [list(s) for s in samples.skipped]
+    cols = model_labels + [NO_FACE]
+    cm = np.zeros((len(present), len(cols)), int)
+    for t, pn in zip(true, pred_names):
+        cm[present.index(t), cols.index(pn) if pn in cols else len(cols) - 1] += 1
+    report["confusion"] = {"rows": [names[c] for c in present], "cols": cols, "counts": cm.tolist()}
+    report["predicted_counts"] = {c: int(n) for c, n in zip(cols, cm.sum(0))}
+    report["subsets"] = {}
+    for flag, mask in samples.flags.items():
+        if mask.dtype == bool and mask.any():
+            sub = score(true[mask], pred[mask], present)
+            groups = None if samples.groups is None else [g for g, m in zip(samples.groups, mask) if m]
+            report["subsets"][flag] = {"n": sub["n"], "accuracy": sub["accuracy"], "macro_recall": sub["macro_recall"],
+                                       "bootstrap": bootstrap(true[mask], pred[mask], present, groups, n_boot)}
+    if out_dir:
+        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_confusion(cm, report["confusion"]["rows"], out_dir / "confusion",
+                        "confusion through the photo pipeline (row-normalised)", cols=cols)
+    return report
