@@ -66,8 +66,12 @@ def resolve_model(model) -> Path:
 
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
-                 min_score: float | None = None, landmarks: str | None = None):
-        """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights."""
+                 min_score: float | None = None, landmarks: str | None = None, flip_tta: bool = False,
+                 antialias: bool = True):
+        """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights.
+        `flip_tta`: average the probabilities of each face and its mirror image. `antialias`: area-
+        average faces much larger than the model's input when aligning (off: a direct warp)."""
+        self.flip_tta, self.antialias = bool(flip_tta), bool(antialias)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         path = resolve_model(model)
         self.model, self.meta = load_model(path, self.device)
@@ -95,7 +99,15 @@ class FaceAnalyzer:
         `landmarks`: (N, 68, 2) in crop pixels, for models that need them (RASA)."""
         if len(crops_u8) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
+        probs = torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
+        if self.flip_tta:
+            from ..data.augment import MIRROR_68
+            size = crops_u8.shape[-1]
+            lm = None if landmarks is None else (np.stack([size - 1 - landmarks[..., 0], landmarks[..., 1]], -1)
+                                                 [:, MIRROR_68]).astype(np.float32)
+            flipped = np.ascontiguousarray(crops_u8[..., ::-1])
+            probs = (probs + torch.softmax(self.model(*self.model_inputs(flipped, lm)).float(), 1).cpu().numpy()) / 2
+        return probs
 
     def prepare_crops(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
         """Already-cropped faces -> (uint8 batch at the model's input, landmarks or None). Landmarks
@@ -142,7 +154,7 @@ class FaceAnalyzer:
             f = 2.0 ** level
             img = pyramid[level]
             lm = self.landmarker(img, [v / f for v in lbox])
-            crop, pts, _ = align_face(img, lm, size, framing)
+            crop, pts, _ = align_face(img, lm, size, framing, self.antialias)
             lm = lm * f  # back to the photo's pixels (pyrDown keeps pixel 2i of the level below at i)
             crops.append(resize_face(crop, size, ch))
             crop_pts.append(pts)

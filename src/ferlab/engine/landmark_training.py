@@ -97,7 +97,12 @@ def train_landmarks(cfg: dict, log=print) -> dict:
     state_path = out / "last_state.pt"
     history, best, start = [], {"nme": float("inf"), "epoch": -1}, 0
     if state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=True)
+        try:
+            st = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception:  # noqa: BLE001 - never pass on torch's advice to unpickle code
+            from .checkpoint import CheckpointError
+            raise CheckpointError(f"{state_path}: training state truncated, corrupt or holding something other "
+                                  "than tensors; delete it to start over") from None
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])

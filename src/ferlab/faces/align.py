@@ -35,15 +35,16 @@ def similarity_matrix(src_pts: np.ndarray, template: str | np.ndarray, size: int
     return m
 
 
-def align_face(image: np.ndarray, landmarks68: np.ndarray, size: int, template="fer2013"):
+def align_face(image: np.ndarray, landmarks68: np.ndarray, size: int, template="fer2013", antialias: bool = True):
     """Return (crop of size x size, landmarks in crop coordinates, the 2x3 matrix).
 
     A face much larger than the crop (a 120 px face into 48 px) is warped at up to 4x the crop's
     size and then area-averaged down, as a camera or a dataset's own downscaling would: a direct
-    bilinear warp samples every 2nd-3rd pixel and aliases (sharp, noisy crops unlike training faces)."""
+    bilinear warp samples every 2nd-3rd pixel and aliases (sharp, noisy crops unlike training faces);
+    antialias=False gives that direct warp (for comparisons)."""
     m = similarity_matrix(five_points(landmarks68), template, size)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop pixels per image pixel
-    k = int(min(4, np.floor(1.0 / scale))) if scale > 0 else 1
+    k = int(min(4, np.floor(1.0 / scale))) if scale > 0 and antialias else 1
     if k >= 2:
         big = m.copy()
         big[:, :2] *= k

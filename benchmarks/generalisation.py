@@ -1,0 +1,99 @@
+"""What each change gives beyond FER+: FER+ valid/test (majority protocol, the model on the FER+ crops)
+and twperformers through the whole photo pipeline (largest face; ../shared/data/twperformers, its
+README's protocol), one row per change.
+
+Rows (each adds one change to the row above, unless it names another model):
+- `hog_direct`: the shipped default as it was: dlib HOG front end, alignment by a direct warp
+- `blazeface`: BlazeFace front end (the new default detector)
+- `antialias`: faces larger than the model input area-averaged when aligning (the shipped pipeline)
+- `flip_tta`: probabilities averaged with the mirrored face (a FaceAnalyzer option, off by default)
+- any `--model NAME=PATH` given: that model on the shipped pipeline (e.g. a fine-tuned candidate)
+
+    .venv/bin/python benchmarks/generalisation.py [--model la_finetune=runs/.../best.safetensors]
+        -> benchmarks/results/generalisation.json
+
+FER+ test is evaluated here for rows whose model has been evaluated on it before (the shipped
+default: the same weights and numbers as benchmarks/results/resnet18_ferplus.json); a new model's
+test numbers come from the one test pass of its own training run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.app.analyzer import FaceAnalyzer
+from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset
+from ferlab.data.arrays import load_images, load_splits, restrict_labels
+from ferlab.engine.metrics import classification_metrics
+from ferlab.engine.profiling import git_commit, machine_info, now_utc
+
+ROOT = Path(__file__).resolve().parents[1]
+TW = ROOT.parent / "shared" / "data" / "twperformers"
+ROWS = {"hog_direct": dict(detector="hog", antialias=False), "blazeface": dict(antialias=False),
+        "antialias": dict(), "flip_tta": dict(flip_tta=True)}
+
+
+def ferplus_scores(fa: FaceAnalyzer, splits: dict) -> dict:
+    out = {}
+    for name in ("valid", "test"):
+        s = restrict_labels(splits[name], tuple(fa.labels))
+        imgs, ok = load_images(s, fa.pre["img_size"], fa.pre["channels"])
+        keep = np.flatnonzero(ok)
+        s, imgs = s.subset(keep), imgs[keep]
+        probs = np.concatenate([fa.predict_tensor(imgs[i:i + 512]) for i in range(0, len(imgs), 512)])
+        m = classification_metrics(s.labels, probs.argmax(1), tuple(fa.labels))
+        out[name] = {"n": m["n"], "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
+        for flag, mask in s.flags.items():
+            if mask.dtype == bool and mask.any():
+                sub = classification_metrics(s.labels[~mask], probs.argmax(1)[~mask], tuple(fa.labels))
+                out[name][f"without_{flag}"] = {"n": sub["n"], "accuracy": sub["accuracy"]}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="another model to score on the shipped pipeline (its FER+ test from its own run)")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    a = ap.parse_args()
+    if not (TW / "index.csv").is_file():
+        raise SystemExit(f"{TW} is not here: this benchmark needs ../shared/data/twperformers")
+    tw = read_photo_dataset(TW, "twperformers")
+    splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
+    rows = {}
+    out_path = ROOT / "benchmarks" / "results" / "generalisation.json"
+    plan = [(name, None, kw) for name, kw in ROWS.items()]
+    for spec in a.model:
+        name, _, path = spec.partition("=")
+        plan.append((name, path, {}))
+    for name, path, kw in plan:
+        fa = FaceAnalyzer(path, **kw)
+        row = {"model": str(fa.model_path), "settings": kw}
+        fer = ferplus_scores(fa, splits)
+        row["ferplus_valid"] = fer["valid"]
+        run_test = Path(path).parent / "test_metrics.json" if path else None
+        if path is None:
+            row["ferplus_test"] = fer["test"]
+        elif run_test and run_test.is_file():
+            t = json.loads(run_test.read_text())
+            row["ferplus_test"] = {"accuracy": t["accuracy"], "mean_class_accuracy": t["mean_class_accuracy"],
+                                   "from": str(run_test),
+                                   **{k: v for k, v in t.items() if k.startswith("without_")}}
+        r = evaluate_photos(fa, tw, None, n_boot=a.bootstrap, progress=False)
+        row["twperformers"] = {k: r[k] for k in ("n", "accuracy", "macro_recall", "per_class_recall", "bootstrap",
+                                                 "no_face", "predicted_counts", "subsets", "ms_per_image")}
+        row["twperformers"]["no_face"] = r["no_face"]["n"]
+        rows[name] = row
+        print(name, json.dumps({"valid": fer["valid"]["accuracy"], "test": row.get("ferplus_test", {}).get("accuracy"),
+                                "tw": r["accuracy"], "tw_macro": r["macro_recall"],
+                                "tw_agree": r["subsets"]["observers_agree"]["accuracy"]}), flush=True)
+        out_path.write_text(json.dumps({"rows": rows, "command": "python benchmarks/generalisation.py "
+                                        + " ".join(f"--model {m}" for m in a.model), "date": now_utc(),
+                                        "git_commit": git_commit(), "machine": machine_info()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
