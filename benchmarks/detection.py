@@ -9,7 +9,8 @@ detector ferlab has, on four sets made from real faces.
    with a face found.
 4. `multiface`: 640x480 cuts of the same backgrounds with 2-6 real faces of 24-200 px (log-uniform
    sides, no overlaps): recall by face size and by source, false positives per image; the ms per
-   image here is the time per 640x480 frame. Half the faces are FER+ test crops (gray, 48 px
+   image here is the time per 640x480 frame. BlazeFace's thresholds were chosen on this draw
+   (seed 0); `multiface_seed1` is a second, independent draw that checks them. Half the faces are FER+ test crops (gray, 48 px
    sources: blurred when large), half are twperformers head-and-shoulder cut-outs (colour, 256 px
    sources), placed so that dlib's HOG box of the source photo (1.6 box sides are cut out) has the
    drawn side; that box is the face's true box.
@@ -39,8 +40,9 @@ from ferlab.faces.detect import FaceDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 TW = ROOT.parent / "shared" / "data" / "twperformers"
-# scikit-image's bundled pictures with no human (or cat) face in them
-BACKGROUNDS = ["coffee", "rocket", "gravel", "brick", "grass", "hubble_deep_field", "moon", "coins", "page", "text",
+# scikit-image's bundled pictures with no human (or cat) face in them (not `coins`: its coins bear
+# portrait heads, which the detectors rightly find)
+BACKGROUNDS = ["coffee", "rocket", "gravel", "brick", "grass", "hubble_deep_field", "moon", "page", "text",
                "chessboard_RGB", "motorcycle_left", "clock_motion", "ihc", "retina", "colorwheel", "horse", "cell"]
 DETECTORS = {"blazeface": dict(method="blazeface"), "blazeface-full": dict(method="blazeface-full"),
              "hog": dict(method="hog"), "haar": dict(method="haar")}
@@ -142,8 +144,8 @@ def timed(det, rgb):
     return dets, (time.perf_counter() - t) * 1000
 
 
-def make_sets(quick: bool):
-    rng = np.random.RandomState(0)
+def make_sets(quick: bool, seed: int = 0):
+    rng = np.random.RandomState(seed)
     test = load_splits({"dataset": "ferplus", "label_mode": "majority"})["test"]
     order = rng.permutation(len(test))
     n_crops = 300 if quick else len(test)
@@ -184,7 +186,28 @@ def make_sets(quick: bool):
     return crops, pasted, tw, multi
 
 
-def run(name, det, sets) -> dict:
+def multiface_scores(det, multi) -> dict:
+    sides, found, fps, ms, srcs = [], [], [], [], []
+    for canvas, truth, sources in multi:
+        d, t = timed(det, canvas)
+        f, fp = match(d, truth)
+        sides += [b[2] - b[0] for b in truth]
+        found += f
+        srcs += sources
+        fps.append(fp)
+        ms.append(t)
+    sides, found, srcs = np.array(sides), np.array(found), np.array(srcs)
+    bins = [(24, 40), (40, 80), (80, 140), (140, 201)]
+    return {"images": len(multi), "faces": int(len(found)),
+            "recall_min40": float(found[sides >= 40].mean()),
+            "recall_by_side": {f"{a}-{b - 1}": float(found[(sides >= a) & (sides < b)].mean()) for a, b in bins},
+            "recall_min40_by_source": {src: float(found[(sides >= 40) & (srcs == src)].mean())
+                                       for src in sorted(set(srcs.tolist()))},
+            "false_positives_per_image": float(np.mean(fps)),
+            "ms_per_640x480_frame": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90))}
+
+
+def run(name, det, sets, heldout=None) -> dict:
     crops, pasted, tw, multi = sets
     res = {}
     hits, ms = [], []
@@ -209,24 +232,9 @@ def run(name, det, sets) -> dict:
             ms.append(t)
         res["twperformers"] = {"n": len(tw), "detection_rate": float(np.mean(hits)), "missed": int(len(tw) - sum(hits)),
                                "ms_per_image": float(np.median(ms))}
-    sides, found, fps, ms, srcs = [], [], [], [], []
-    for canvas, truth, sources in multi:
-        d, t = timed(det, canvas)
-        f, fp = match(d, truth)
-        sides += [b[2] - b[0] for b in truth]
-        found += f
-        srcs += sources
-        fps.append(fp)
-        ms.append(t)
-    sides, found, srcs = np.array(sides), np.array(found), np.array(srcs)
-    bins = [(24, 40), (40, 80), (80, 140), (140, 201)]
-    res["multiface"] = {"images": len(multi), "faces": int(len(found)),
-                        "recall_min40": float(found[sides >= 40].mean()),
-                        "recall_by_side": {f"{a}-{b - 1}": float(found[(sides >= a) & (sides < b)].mean()) for a, b in bins},
-                        "recall_min40_by_source": {src: float(found[(sides >= 40) & (srcs == src)].mean())
-                                                   for src in sorted(set(srcs.tolist()))},
-                        "false_positives_per_image": float(np.mean(fps)),
-                        "ms_per_640x480_frame": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90))}
+    res["multiface"] = multiface_scores(det, multi)
+    if heldout is not None:
+        res["multiface_seed1"] = multiface_scores(det, heldout)
     print(name, json.dumps(res), flush=True)
     return res
 
@@ -239,9 +247,10 @@ def main():
     import cv2 as _cv2
     _cv2.setNumThreads(1)
     sets = make_sets(a.quick)
+    heldout = make_sets(True if a.quick else False, seed=1)[3]  # a second draw of multi-face frames
     results = {}
     for name in a.only:
-        results[name] = run(name, FaceDetector(**DETECTORS[name], threads=1), sets)
+        results[name] = run(name, FaceDetector(**DETECTORS[name], threads=1), sets, heldout)
     out = {"detectors": results, "targets": {"ferplus_crops": 0.99, "twperformers": 1.0, "multiface_recall_min40": 0.95,
                                              "multiface_false_positives_per_image": 0.05,
                                              "ms_per_640x480_frame": "less than hog"},

@@ -77,17 +77,31 @@ CASES = [  # (argv, extra environment, text the one error line must hold)
 
 
 @pytest.mark.parametrize("argv,env,needle", CASES, ids=[" ".join(c[0][:3]) + " " + str(i) for i, c in enumerate(CASES)])
-def test_bad_value_is_one_line_and_exit_2(files, argv, env, needle):
+def test_bad_value_is_one_line_and_exit_2(files, argv, env, needle, monkeypatch, capsys):
+    """In-process (fast): any exception escaping main() fails the test, as a traceback would."""
+    from ferlab.cli import main
     argv = [a.format(d=files) for a in argv]
-    e = {**os.environ, "HF_HUB_OFFLINE": "1", **{k: v.format(d=files) for k, v in env.items()}}
-    p = subprocess.run([sys.executable, "-m", "ferlab.cli", *argv], capture_output=True, text=True, env=e,
-                       timeout=300, cwd=files)
-    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.format(d=files))
+    monkeypatch.chdir(files)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    err = capsys.readouterr().err
     if needle is None:
-        assert p.returncode == 0, p.stderr
+        assert rc == 0, err
         return
-    assert p.returncode == 2, (p.returncode, p.stdout[-500:], p.stderr[-1500:])
-    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    assert rc == 2, (rc, err[-1500:])
+    lines = [x for x in err.strip().splitlines() if x.strip()]
     assert needle in lines[-1], lines
-    err = [x for x in lines if "error" in x]
-    assert len(err) == 1, lines
+    assert len([x for x in lines if "error" in x]) == 1, lines
+
+
+def test_a_bad_value_in_a_fresh_process_prints_no_traceback(files):
+    """The same path end to end, as a user runs it (a fresh process, its own stderr)."""
+    p = subprocess.run([sys.executable, "-m", "ferlab.cli", "train", "-", "optim.lrr=0.1"], capture_output=True,
+                       text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300, cwd=files)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == ["ferlab: error: override 'optim.lrr=0.1': unknown key optim.lrr "
+                                             "(did you mean optim.lr?)"]

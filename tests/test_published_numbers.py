@@ -69,3 +69,26 @@ def test_convcut_default_cut_is_the_recorded_best():
         r = rows[k]
         cells = f"{r['valid_accuracy']:.1%}  {r['test_accuracy']:.1%}".replace("%", " %")
         assert cells in doc, f"convcut docstring: row {k} should read {cells}"
+
+
+def generalisation_cells(r: dict) -> str:
+    t, ft, b = r["twperformers"], r["ferplus_test"], r["twperformers"]["bootstrap"]
+    pc = t["per_class_recall"]
+    return (f"{r['ferplus_valid']['accuracy']:.2%} | {ft['accuracy']:.2%} | {ft['without_duplicate']['accuracy']:.2%} | "
+            f"{t['accuracy']:.1%} [{b['accuracy_95'][0]:.1%}, {b['accuracy_95'][1]:.1%}] | {t['macro_recall']:.1%} | "
+            f"{t['subsets']['observers_agree']['accuracy']:.1%} | "
+            + " | ".join(f"{pc[c]:.2f}" for c in ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"])
+            + f" | {t['no_face']}")
+
+
+def test_generalisation_rows_are_published_as_recorded():
+    rows = json.loads((RESULTS / "generalisation.json").read_text())["rows"]
+    assert {"hog_direct", "blazeface", "antialias"} <= set(rows)
+    for name, r in rows.items():
+        assert f"| `{name}` |" in README and generalisation_cells(r) in README, f"generalisation row {name!r}"
+    a = rows["antialias"]  # the shipped pipeline leads the Results section
+    lead = (f"| shipped default | {a['ferplus_test']['accuracy']:.2%} | "
+            f"{a['ferplus_test']['without_duplicate']['accuracy']:.2%} | {a['twperformers']['accuracy']:.1%}")
+    assert lead in README
+    default = json.loads((RESULTS / "resnet18_ferplus.json").read_text())
+    assert f"{default['test']['accuracy']:.4f}" == f"{a['ferplus_test']['accuracy']:.4f}"  # the same weights

@@ -141,6 +141,34 @@ def cmd_predict(a):
     return 0
 
 
+def cmd_video(a):
+    """`ferlab video INPUT`: tracked faces and their emotions over a video, a folder of frames, a
+    webcam or a stream; tables written as the video is read."""
+    from pathlib import Path
+
+    from .app.analyzer import FaceAnalyzer
+    from .app.video import VideoAnalyzer, run_video
+    out = Path(a.out) if a.out else Path("outputs/video") / (Path(a.input).stem or "webcam")
+    fa = FaceAnalyzer(a.model, detector=a.detector)
+    va = VideoAnalyzer(fa, smooth_seconds=a.smooth)
+    r = run_video(va, a.input, out, stride=a.stride, fps=a.fps, write_video=not a.no_video,
+                  progress=sys.stderr.isatty() or a.progress, max_frames=a.max_frames)
+    print(f"{r['source']}: {r['frames_analysed']} frames analysed ({r['frames_read']} read), "
+          f"{len(r['faces'])} face track(s)")
+    for fid, f in r["faces"].items():
+        print(f"  face {fid}: {f['first_seen_s']:.2f}-{f['last_seen_s']:.2f} s, mostly {f['dominant']} "
+              f"({f['share_of_time'][f['dominant']]:.0%} of its frames)")
+    print(f"per-frame table {out / 'frames.csv'} (and frames.jsonl), summary {out / 'summary.json'}, "
+          f"timelines {out}/timeline_face*.png" + ("" if a.no_video else f", annotated video {out / 'annotated.mp4'}"))
+    if r.get("stopped_early"):
+        print(f"ferlab: error: {r['source']}: {r['stopped_early']}; the rows read so far are kept", file=sys.stderr)
+        return 2
+    if r["interrupted"]:
+        print("ferlab: interrupted; the rows read so far are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_demo(a):
     a.inputs = [a.image] if a.image else []
     return cmd_predict(a)
@@ -427,6 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("config", help="YAML config whose data section to read, or -")
     dc.add_argument("overrides", nargs="*")
     dc.set_defaults(fn=cmd_data)
+    v = sub.add_parser("video", help="tracked faces and smoothed emotions over a video, frames folder, webcam or stream")
+    v.add_argument("input", help="a video file, a folder of frames, a webcam index (0) or a stream URL")
+    v.add_argument("--out", default=None, help="output folder (default outputs/video/NAME)")
+    v.add_argument("--stride", type=whole_number(1), default=1, help="analyse every N-th frame")
+    v.add_argument("--smooth", type=finite_number, default=0.4,
+                   help="smoothing time constant in seconds (0 = off)")
+    v.add_argument("--fps", type=finite_number, default=30.0, help="frame rate of a folder of frames")
+    v.add_argument("--max-frames", type=whole_number(1), default=None, help="stop after this many frames")
+    v.add_argument("--no-video", action="store_true", help="no annotated video")
+    v.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+    v.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
+    v.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    v.set_defaults(fn=cmd_video)
     x = sub.add_parser("export", help="write a checkpoint for shipping (fp16 safetensors) and/or ONNX")
     x.add_argument("checkpoint")
     x.add_argument("out", help="output path without suffix")

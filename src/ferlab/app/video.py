@@ -1,0 +1,394 @@
+"""Video, webcams and streams: per-face emotion timelines.
+
+    >>> from ferlab.app.video import VideoAnalyzer
+    >>> va = VideoAnalyzer(FaceAnalyzer(), smooth_seconds=0.4)
+    >>> for rec in va.frames("clip.mp4"):      # one record per analysed frame
+    ...     rec["faces"]                       # [{'face_id', 'box', 'score', 'probs', 'smoothed', 'label', ...}]
+
+Sources (`open_video`): a video file (read with OpenCV's FFmpeg backend: mp4, mov, avi, mkv, webm),
+a folder of frames (sorted by name, at `fps`), a webcam index (`0`) or a stream URL (rtsp://,
+http://), opened like a file.
+
+Faces are tracked by box association: each frame's detections are matched to the live tracks (their
+boxes moved by their last motion) by the Hungarian method on 1 - IoU, or, for pairs that overlap
+less than `min_iou` (fast faces, large strides), on the centre distance up to `max_jump` box
+sides; an unmatched
+detection starts a new track (a new `face_id`); a track unseen for `max_missed` analysed frames
+ends. Two faces seen in one frame are never given one id, and an id is never handed to another face.
+
+Smoothing: per track, an exponential moving average of the probabilities with a time constant in
+seconds (`smooth_seconds`; 0 = off): after dt seconds the old value keeps exp(-dt / tau) of its
+weight, so the smoothed value follows a step change by 63 % after tau seconds whatever the frame
+rate. The label changes only when the smoothed probability of the new label exceeds the current
+label's by `hysteresis` (0.05).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..data.imageio import IMAGE_SUFFIXES, BadImageError, read_image
+
+
+class VideoError(ValueError):
+    """A video source that cannot be read; the message says what is wrong."""
+
+
+# --- tracking and smoothing (no I/O: tested on synthetic sequences) -----------------------------
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x0 y0 x1 y1 boxes."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+@dataclasses.dataclass
+class Track:
+    face_id: int
+    box: np.ndarray
+    velocity: np.ndarray
+    last_frame: int
+    missed: int = 0
+
+
+class IoUTracker:
+    """Box association across frames (see the module docstring). A track's box is predicted one
+    step ahead from its last motion, so faces that move or cross keep their ids."""
+
+    def __init__(self, min_iou: float = 0.2, max_missed: int = 10, max_jump: float = 2.0):
+        self.min_iou, self.max_missed, self.max_jump = float(min_iou), int(max_missed), float(max_jump)
+        self.tracks: list[Track] = []
+        self.next_id = 1
+
+    def _cost(self, predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Matching cost: 1 - IoU for overlapping pairs (IoU >= min_iou); for pairs that do not
+        overlap enough (a fast face, a large stride) 1 + the centre distance in box sides, up to
+        max_jump sides; others cannot match (inf)."""
+        iou = iou_matrix(predicted, boxes)
+        cost = np.full(iou.shape, np.inf)
+        if not iou.size:
+            return cost
+        ca = (predicted[:, None, :2] + predicted[:, None, 2:]) / 2
+        cb = (boxes[None, :, :2] + boxes[None, :, 2:]) / 2
+        side = (np.maximum(predicted[:, None, 2] - predicted[:, None, 0], 1) +
+                np.maximum(boxes[None, :, 2] - boxes[None, :, 0], 1)) / 2
+        dist = np.linalg.norm(ca - cb, axis=2) / side
+        near = dist <= self.max_jump
+        cost[near] = 1 + dist[near]
+        cost[iou >= self.min_iou] = 1 - iou[iou >= self.min_iou]
+        return cost
+
+    def update(self, boxes, frame: int) -> list[int]:
+        """Ids for this frame's boxes (in their order)."""
+        from scipy.optimize import linear_sum_assignment
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        predicted = np.array([t.box + t.velocity * (frame - t.last_frame) for t in self.tracks]).reshape(-1, 4)
+        cost = self._cost(predicted, boxes)
+        ids = [0] * len(boxes)
+        matched_tracks = set()
+        if cost.size and np.isfinite(cost).any():
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+            for r, c in zip(rows, cols):
+                if np.isfinite(cost[r, c]):
+                    t = self.tracks[r]
+                    steps = max(1, frame - t.last_frame)
+                    t.velocity = 0.5 * t.velocity + 0.5 * (boxes[c] - t.box) / steps
+                    t.box, t.last_frame, t.missed = boxes[c], frame, 0
+                    ids[c] = t.face_id
+                    matched_tracks.add(r)
+        for i, t in enumerate(self.tracks):
+            if i not in matched_tracks:
+                t.missed += 1
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        for c in range(len(boxes)):
+            if not ids[c]:
+                self.tracks.append(Track(self.next_id, boxes[c], np.zeros(4), frame))
+                ids[c] = self.next_id
+                self.next_id += 1
+        return ids
+
+
+class Smoother:
+    """Per-track exponential smoothing with a time constant in seconds, and a hysteresis label."""
+
+    def __init__(self, labels: list[str], smooth_seconds: float = 0.4, hysteresis: float = 0.05):
+        if smooth_seconds < 0 or not math.isfinite(smooth_seconds):
+            raise ValueError(f"smoothing time constant must be 0 or more seconds, not {smooth_seconds}")
+        self.labels, self.tau, self.hysteresis = list(labels), float(smooth_seconds), float(hysteresis)
+        self.state: dict[int, tuple[float, np.ndarray, int]] = {}  # face_id -> (time, smoothed, label index)
+
+    def update(self, face_id: int, t: float, probs: np.ndarray) -> tuple[np.ndarray, int]:
+        """(smoothed probabilities, label index) of a face at time t. With the time constant 0 both
+        are the frame's own (no smoothing, no hysteresis)."""
+        probs = np.asarray(probs, np.float64)
+        if face_id not in self.state or self.tau == 0:
+            smoothed, label = probs, int(np.argmax(probs))
+        else:
+            t0, prev, label = self.state[face_id]
+            keep = math.exp(-max(0.0, t - t0) / self.tau)
+            smoothed = keep * prev + (1 - keep) * probs
+            top = int(np.argmax(smoothed))
+            if top != label and smoothed[top] > smoothed[label] + self.hysteresis:
+                label = top
+        self.state[face_id] = (t, smoothed, label)
+        return smoothed, label
+
+    def forget(self, live_ids) -> None:
+        for k in [k for k in self.state if k not in set(live_ids)]:
+            del self.state[k]
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class VideoSource:
+    frames: object          # iterator of (index, seconds, rgb)
+    fps: float
+    n_frames: int | None    # None when unknown (webcams, streams)
+    name: str
+    status: dict            # filled while reading: frames_read, stopped_early, reason
+
+
+def _capture_frames(cap, status, stride, max_frames):
+    import cv2
+    i = 0
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        while max_frames is None or i < max_frames:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            status["frames_read"] = i + 1
+            if i % stride == 0:
+                msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+                t = msec / 1000.0 if msec and msec > 0 else (i / fps if fps > 0 else float(i))
+                yield i, (i / fps if fps > 0 else t), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
+
+
+def _quiet_video_logs() -> None:
+    """FFmpeg and OpenCV print their own warnings about broken files to stderr; ferlab says what is
+    wrong in one line of its own instead."""
+    import os
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when the FFmpeg backend starts
+    import cv2
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
+def open_video(source, stride: int = 1, fps: float = 30.0, max_frames: int | None = None) -> VideoSource:
+    """A frame iterator for a video file, a folder of frames, a webcam index or a stream URL."""
+    _quiet_video_logs()
+    import cv2
+    stride = int(stride)
+    if stride < 1:
+        raise VideoError(f"stride must be at least 1, not {stride}")
+    status = {"frames_read": 0}
+    text = str(source)
+    if text.isdigit():  # a webcam
+        cap = cv2.VideoCapture(int(text))
+        if not cap.isOpened():
+            raise VideoError(f"cannot open webcam {text} (no such camera, or it is in use)")
+        return VideoSource(_capture_frames(cap, status, stride, max_frames), cap.get(cv2.CAP_PROP_FPS) or fps,
+                           None, f"webcam {text}", status)
+    if "://" in text:  # a stream URL, opened like a file
+        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise VideoError(f"{text}: cannot open the stream")
+        return VideoSource(_capture_frames(cap, status, stride, max_frames), cap.get(cv2.CAP_PROP_FPS) or fps,
+                           None, text, status)
+    path = Path(text)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise VideoError(f"{path}: no image frames in this folder")
+        if max_frames is not None:
+            files = files[:max_frames]
+
+        def folder_frames():
+            for i, f in enumerate(files):
+                if i % stride:
+                    continue
+                try:
+                    rgb = read_image(f, "RGB")
+                except BadImageError as e:
+                    status.setdefault("bad_frames", []).append(str(e))
+                    continue
+                status["frames_read"] = i + 1
+                yield i, i / fps, rgb
+        return VideoSource(folder_frames(), fps, len(files), str(path), status)
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise VideoError(f"{path}: cannot open as a video (not a video file, or a format FFmpeg cannot read)")
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    vfps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    ok, first = cap.read()
+    if not ok or first is None:
+        cap.release()
+        raise VideoError(f"{path}: holds no readable video frames (audio only, or corrupt)")
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return VideoSource(_capture_frames(cap, status, stride, max_frames), vfps if vfps > 0 else fps,
+                       n if n > 0 else None, str(path), status)
+
+
+# --- the analyzer -------------------------------------------------------------------------------
+
+class VideoAnalyzer:
+    """FaceAnalyzer over a video: tracked faces, smoothed probabilities, one record per frame."""
+
+    def __init__(self, analyzer, smooth_seconds: float = 0.4, hysteresis: float = 0.05, min_iou: float = 0.2,
+                 max_missed: int = 10):
+        self.fa = analyzer
+        self.smooth_seconds, self.hysteresis = float(smooth_seconds), float(hysteresis)
+        self.min_iou, self.max_missed = min_iou, max_missed
+
+    def frames(self, source, stride: int = 1, fps: float = 30.0, max_frames: int | None = None, video=None):
+        """Yield {'frame', 'time', 'faces': [...]} per analysed frame; `video`: an open VideoSource."""
+        src = video or open_video(source, stride, fps, max_frames)
+        tracker = IoUTracker(self.min_iou, self.max_missed)
+        smoother = Smoother(self.fa.labels, self.smooth_seconds, self.hysteresis)
+        for index, t, rgb in src.frames:
+            faces = self.fa.analyze(rgb)  # every face of the frame through the model in one batch
+            ids = tracker.update([f["box"] for f in faces], index)
+            out = []
+            for fid, f in zip(ids, faces):
+                raw = np.array([f["probs"][n] for n in self.fa.labels])
+                smoothed, label = smoother.update(fid, t, raw)
+                out.append({"face_id": fid, "box": f["box"], "score": f["score"], "probs": f["probs"],
+                            "smoothed": {n: float(v) for n, v in zip(self.fa.labels, smoothed)},
+                            "label": self.fa.labels[label], "confidence": float(smoothed[label])})
+            smoother.forget([t_.face_id for t_ in tracker.tracks])
+            yield {"frame": index, "time": round(float(t), 4), "faces": out, "rgb": rgb}
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 30.0, write_video: bool = True,
+              progress: bool = True, max_frames: int | None = None, log=print) -> dict:
+    """Analyse a whole source, writing as it reads: OUT/frames.csv and frames.jsonl (a row per face
+    per analysed frame, a 'no face' row for a frame without one), OUT/annotated.mp4 (optional),
+    and at the end (also after Ctrl-C or a read error) OUT/summary.json and a timeline PNG per face."""
+    import csv
+    import json
+
+    import cv2
+    from tqdm import tqdm
+
+    from .draw import draw_faces
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    src = open_video(source, stride, fps, max_frames)
+    labels = list(va.fa.labels)
+    fh_csv = open(out / "frames.csv", "w", newline="")
+    fh_jsonl = open(out / "frames.jsonl", "w")
+    w = csv.writer(fh_csv)
+    w.writerow(["frame", "time_s", "face_id", "x0", "y0", "x1", "y1", "score", "label", "confidence",
+                *[f"p_{n}" for n in labels], *[f"smoothed_{n}" for n in labels]])
+    writer = None
+    timelines: dict[int, dict] = {}
+    analysed, interrupted, error = 0, False, None
+    total = None if src.n_frames is None else math.ceil(min(src.n_frames, max_frames or src.n_frames) / stride)
+    bar = tqdm(total=total, desc="frames", unit="frame", disable=not progress)
+    try:
+        for rec in va.frames(None, video=src):
+            analysed += 1
+            if not rec["faces"]:
+                w.writerow([rec["frame"], rec["time"], "", "", "", "", "", "", "no face", "", *[""] * (2 * len(labels))])
+            for f in rec["faces"]:
+                w.writerow([rec["frame"], rec["time"], f["face_id"], *f["box"], f["score"], f["label"],
+                            f"{f['confidence']:.5f}", *[f"{f['probs'][n]:.5f}" for n in labels],
+                            *[f"{f['smoothed'][n]:.5f}" for n in labels]])
+                tl = timelines.setdefault(f["face_id"], {"times": [], "smoothed": [], "labels": []})
+                tl["times"].append(rec["time"])
+                tl["smoothed"].append([f["smoothed"][n] for n in labels])
+                tl["labels"].append(f["label"])
+            fh_jsonl.write(json.dumps({k: v for k, v in rec.items() if k != "rgb"}) + "\n")
+            fh_csv.flush()
+            fh_jsonl.flush()
+            if write_video:
+                frame = draw_faces(rec["rgb"], [{**f, "label": f"#{f['face_id']} {f['label']}"} for f in rec["faces"]])
+                if writer is None:
+                    h, wd = frame.shape[:2]
+                    writer = cv2.VideoWriter(str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             max(1.0, src.fps / stride), (wd, h))
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    except (cv2.error, OSError) as e:
+        error = str(e)
+    finally:
+        bar.close()
+        fh_csv.close()
+        fh_jsonl.close()
+        if writer is not None:
+            writer.release()
+    read = src.status.get("frames_read", 0)
+    report = {"source": src.name, "fps": src.fps, "stride": stride, "frames_in_source": src.n_frames,
+              "frames_read": read, "frames_analysed": analysed, "interrupted": interrupted,
+              "smooth_seconds": va.smooth_seconds, "faces": summarise(timelines, labels, src.fps / stride)}
+    if src.status.get("bad_frames"):
+        report["bad_frames"] = src.status["bad_frames"]
+    expected = src.n_frames if max_frames is None else min(src.n_frames or 0, max_frames) or None
+    if error or (expected and not interrupted and read < expected - 1):
+        report["stopped_early"] = f"reading stopped at frame {read} of {expected or '?'}" + (f" ({error})" if error else "")
+    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_timelines(timelines, labels, out)
+    return report
+
+
+def summarise(timelines: dict, labels: list[str], rate: float) -> dict:
+    """Per face: first and last time seen, frames, share of its frames in each emotion (by its
+    smoothed label), the dominant emotion."""
+    out = {}
+    for fid, tl in sorted(timelines.items()):
+        n = len(tl["labels"])
+        share = {name: tl["labels"].count(name) / n for name in labels}
+        out[str(fid)] = {"first_seen_s": tl["times"][0], "last_seen_s": tl["times"][-1], "frames": n,
+                         "share_of_time": {k: round(v, 4) for k, v in share.items()},
+                         "dominant": max(share, key=share.get)}
+    return out
+
+
+def plot_timelines(timelines: dict, labels: list[str], out: Path) -> list[Path]:
+    """One PNG per face: its smoothed probability of each emotion over time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for fid, tl in sorted(timelines.items()):
+        t = np.array(tl["times"])
+        sm = np.array(tl["smoothed"])
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        for j, name in enumerate(labels):
+            ax.plot(t, sm[:, j], label=name, lw=1.4)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("smoothed probability")
+        ax.set_title(f"face {fid}")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        fig.tight_layout()
+        p = out / f"timeline_face{fid}.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        paths.append(p)
+    return paths
