@@ -92,3 +92,18 @@ def test_generalisation_rows_are_published_as_recorded():
     assert lead in README
     default = json.loads((RESULTS / "resnet18_ferplus.json").read_text())
     assert f"{default['test']['accuracy']:.4f}" == f"{a['ferplus_test']['accuracy']:.4f}"  # the same weights
+
+
+def detection_cells(r: dict) -> str:
+    m, m1, p = r["multiface"], r["multiface_seed1"], r["ferplus_pasted"]["found_by_side"]
+    return (f"{r['ferplus_crops']['detection_rate']:.1%} | {r['twperformers']['detection_rate']:.1%} | "
+            f"{p['48']:.0%} / {p['96']:.0%} / {p['160']:.0%} | {m['recall_min40']:.1%} / {m1['recall_min40']:.1%} | "
+            f"{m['false_positives_per_image']:.3f} / {m1['false_positives_per_image']:.3f} | "
+            f"{m['ms_per_640x480_frame']:.0f}")
+
+
+def test_detection_rows_are_published_as_recorded():
+    rec = json.loads((RESULTS / "detection.json").read_text())
+    assert set(rec["detectors"]) == {"blazeface", "blazeface-full", "hog", "haar"}
+    for name, r in rec["detectors"].items():
+        assert f"| `{name}` | {detection_cells(r)} |" in README, f"detection row {name!r}"
