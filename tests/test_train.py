@@ -65,6 +65,12 @@ def test_config_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["lr0.1"])
+    with pytest.raises(ConfigError, match="did you mean optim.lr"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="did you mean optim.lr"):
+        load_config(None, ["optim={name: sgd, lrr: 0.1}"])  # a whole section is checked key by key
+    assert load_config(None, ["optim={name: adam, lr: 0.01}"])["optim"] == {"name": "adam", "lr": 0.01}
+    assert load_config(None, ["loss.logit_adjust=1.0"])["loss"]["logit_adjust"] == 1.0  # free-form section
 
 
 def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):

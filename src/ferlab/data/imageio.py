@@ -22,8 +22,8 @@ class SettingError(ValueError):
 
 
 def max_pixels() -> int:
-    """The pixel limit: FERLAB_MAX_PIXELS (a positive whole number) or DEFAULT_MAX_PIXELS. It also
-    sets PIL's own decompression-bomb limit, so that a raised limit raises both."""
+    """The pixel limit: FERLAB_MAX_PIXELS (a positive whole number) or DEFAULT_MAX_PIXELS. While
+    ferlab reads an image it is also PIL's own decompression-bomb limit, so a raised limit raises both."""
     raw = os.environ.get("FERLAB_MAX_PIXELS")
     if raw is None or raw.strip() == "":
         value = DEFAULT_MAX_PIXELS
@@ -34,8 +34,6 @@ def max_pixels() -> int:
             raise SettingError(f"FERLAB_MAX_PIXELS={raw!r}: not a whole number of pixels") from None
         if value <= 0:
             raise SettingError(f"FERLAB_MAX_PIXELS={raw!r}: must be a positive number of pixels")
-    # PIL warns past its limit and refuses past twice it: ferlab's limit is the one that counts
-    Image.MAX_IMAGE_PIXELS = value
     return value
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
 
@@ -63,6 +61,8 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     if p.stat().st_size == 0:
         raise BadImageError(f"{p}: empty file")
     limit = max_pixels()
+    saved = Image.MAX_IMAGE_PIXELS  # PIL warns past its limit and refuses past twice it: for this read
+    Image.MAX_IMAGE_PIXELS = limit  # ferlab's limit is the one that counts (restored below)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -83,6 +83,8 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
         raise BadImageError(f"{p}: not an image file (or a format PIL cannot read)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"{p}: truncated or corrupt image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def to_array(img: Image.Image, mode: str = "RGB") -> np.ndarray:

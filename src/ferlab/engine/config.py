@@ -109,15 +109,20 @@ def apply_overrides(cfg: dict, overrides=()) -> dict:
         parts = key.split(".")
         if not all(parts):
             raise ConfigError(f"override {ov!r} must look like section.key=value")
-        check_override_key(parts, ov)
+        try:
+            value = yaml.safe_load(val)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: value is not valid YAML ({e})") from None
+        if len(parts) == 1 and isinstance(value, dict):  # a whole section: optim={name: sgd, lr: 0.05}
+            for k in value:
+                check_override_key([parts[0], str(k)], f"{parts[0]}.{k}")
+        else:
+            check_override_key(parts, ov)
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {ov!r}: {part} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(val)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {ov!r}: value is not valid YAML ({e})") from None
+        node[parts[-1]] = value
     return cfg
 
 
