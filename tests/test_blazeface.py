@@ -161,8 +161,10 @@ def test_default_detector_invents_no_faces_on_real_faceless_photos(astronaut):
 def test_weighted_nms_drops_a_nested_duplicate():
     """The same face seen at two scales: IoU under the threshold, but one box holds the other."""
     boxes = np.array([[100, 100, 150, 150], [80, 80, 170, 170], [300, 300, 340, 340]], np.float32)
-    iou = bf.box_iou(boxes[0], boxes[1:2])[0]
-    assert iou < 0.35 and bf.box_iou(boxes[0], boxes[1:2], over_smaller=True)[0] == pytest.approx(1.0)
+    from ferlab.faces.detection import iou_matrix
+    iou = iou_matrix(boxes[0], boxes[1:2])[0, 0]
+    assert iou < 0.35 and iou_matrix(boxes[0], boxes[1:2], over_smaller=True)[0, 0] == pytest.approx(1.0)
+    np.testing.assert_allclose(iou_matrix(boxes, boxes).diagonal(), 1.0)
     b, _, s, _ = bf.weighted_nms(boxes, np.zeros((3, 6, 2), np.float32), np.array([0.9, 0.6, 0.8], np.float32), 0.35)
     np.testing.assert_allclose(b, boxes[[0, 2]])
     assert s.tolist() == pytest.approx([0.9, 0.8])

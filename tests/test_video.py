@@ -193,7 +193,17 @@ def test_a_video_cut_in_half_keeps_its_rows_and_says_where_it_stopped(bad_source
     rows = list(csv.DictReader(open(tmp_path / "o" / "frames.csv")))
     assert len({r["frame"] for r in rows}) == len(frames)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    if summary.get("stopped_early"):  # the container said 30 frames: the report says where reading stopped
-        assert p.returncode == 2 and "reading stopped at frame" in p.stderr
-    else:
-        assert p.returncode == 0
+    # the container says 30 frames: the report says where reading stopped, and the exit is an error
+    assert summary["frames_in_source"] == 30 and summary["stopped_early"].startswith(
+        f"reading stopped at frame {len(frames)} of 30")
+    assert p.returncode == 2 and "reading stopped at frame" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_video_options_are_one_line(tmp_path):
+    for args, needle in [(["--fps", "0"], "frame rate"), (["--smooth", "-1"], "time constant"),
+                         (["--stride", "0"], "at least 1")]:
+        p = subprocess.run([sys.executable, "-m", "ferlab.cli", "video", str(tmp_path), "--out", str(tmp_path / "o"),
+                            *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                           timeout=300)
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and "Traceback" not in p.stderr and needle in lines[-1], (args, lines)

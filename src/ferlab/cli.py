@@ -499,16 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # every ferlab error a user can cause is a ValueError (ConfigError, DatasetError, BadImageError,
-    # CheckpointError, WeightsError, UnknownLabelError, SettingError) or a UserError: caught below
-    # without importing their modules (importing torch for the error classes cost seconds per command);
-    # a detector whose packages are missing is a RuntimeError named BlazeFaceUnavailable
+    # CheckpointError, WeightsError, UnknownLabelError, SettingError, BlazeFaceUnavailable, VideoError)
+    # or a UserError: caught below
+    # without importing their modules (importing torch for the error classes cost seconds per command)
     try:
         return int(args.fn(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
-    except (UserError, KeyError, ValueError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and type(e).__name__ != "BlazeFaceUnavailable" or os.environ.get("FERLAB_DEBUG"):
+    except (UserError, KeyError, ValueError) as e:
+        if os.environ.get("FERLAB_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ferlab: error: {msg}", file=sys.stderr)

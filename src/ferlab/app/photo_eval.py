@@ -126,16 +126,16 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
                 face = largest_face(analyzer.analyze(p))
             except BadImageError as e:
                 unreadable.append((str(p), str(e)))
-                face = None
-            if face is None:
-                if not unreadable or unreadable[-1][0] != str(p):
+                face = False
+            if not face:
+                if face is None:
                     no_face.append(str(p))
                 pred_names.append(NO_FACE)
             else:
                 pred_names.append(face["label"])
             if writer:
                 probs = [f"{face['probs'][n]:.5f}" for n in model_labels] if face else [""] * len(model_labels)
-                writer.writerow([str(p), names[samples.labels[i]], pred_names[-1], int(face is not None),
+                writer.writerow([str(p), names[samples.labels[i]], pred_names[-1], int(bool(face)),
                                  json.dumps(face["box"]) if face else "", *probs])
                 fh.flush()
     finally:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.imageio import IMAGE_SUFFIXES, BadImageError, read_image
+from ..faces.detection import iou_matrix
 
 
 class VideoError(ValueError):
@@ -38,20 +39,6 @@ class VideoError(ValueError):
 
 
 # --- tracking and smoothing (no I/O: tested on synthetic sequences) -----------------------------
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of x0 y0 x1 y1 boxes."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
 
 @dataclasses.dataclass
 class Track:
@@ -145,7 +132,8 @@ class Smoother:
         return smoothed, label
 
     def forget(self, live_ids) -> None:
-        for k in [k for k in self.state if k not in set(live_ids)]:
+        live = set(live_ids)
+        for k in [k for k in self.state if k not in live]:
             del self.state[k]
 
 
@@ -170,10 +158,9 @@ def _capture_frames(cap, status, stride, max_frames):
             if not ok or bgr is None:
                 break
             status["frames_read"] = i + 1
-            if i % stride == 0:
-                msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-                t = msec / 1000.0 if msec and msec > 0 else (i / fps if fps > 0 else float(i))
-                yield i, (i / fps if fps > 0 else t), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if i % stride == 0:  # a frame's time from its index at the source's rate, else the stream's clock
+                t = i / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                yield i, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             i += 1
     finally:
         cap.release()
@@ -198,6 +185,8 @@ def open_video(source, stride: int = 1, fps: float = 30.0, max_frames: int | Non
     stride = int(stride)
     if stride < 1:
         raise VideoError(f"stride must be at least 1, not {stride}")
+    if not fps > 0:
+        raise VideoError(f"the frame rate of a folder of frames must be positive, not {fps}")
     status = {"frames_read": 0}
     text = str(source)
     if text.isdigit():  # a webcam
@@ -258,6 +247,7 @@ class VideoAnalyzer:
     def __init__(self, analyzer, smooth_seconds: float = 0.4, hysteresis: float = 0.05, min_iou: float = 0.2,
                  max_missed: int = 10):
         self.fa = analyzer
+        Smoother(analyzer.labels, smooth_seconds, hysteresis)  # a bad time constant fails here, before any reading
         self.smooth_seconds, self.hysteresis = float(smooth_seconds), float(hysteresis)
         self.min_iou, self.max_missed = min_iou, max_missed
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detection import Detection
+from .detection import Detection, iou_matrix
 
 VARIANTS = {  # file, input side, SSD strides, anchors per cell per layer (2 with the interpolated ratio)
     "short": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2),
@@ -46,8 +46,8 @@ NESTED = 0.7  # weighted_nms: a box this much inside a better one (over the smal
 HOG_FRAMING = {"dx": -0.0065, "dy": -0.0435, "scale": 0.9984}
 
 
-class BlazeFaceUnavailable(RuntimeError):
-    pass
+class BlazeFaceUnavailable(ValueError):
+    """BlazeFace's packages or model files are missing; the message says what to install."""
 
 
 @contextlib.contextmanager
@@ -115,19 +115,6 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, i
     return boxes[ok], kps[ok], scores[keep][ok]
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray, over_smaller: bool = False) -> np.ndarray:
-    """Intersection over union of `box` with each of `boxes`; or, with over_smaller, over the
-    smaller box's area (1 when one box holds the other)."""
-    ix0, iy0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    ix1, iy1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    if over_smaller:
-        return inter / np.maximum(np.minimum(area, areas), 1e-12)
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: float = 0.3, flags=None):
     """MediaPipe's blending suppression: the best remaining candidate and every candidate that
     overlaps it by more than `iou` become one detection, whose box and keypoints are the
@@ -142,7 +129,7 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
     for i in range(len(scores)):
         if not alive[i]:
             continue
-        group = np.flatnonzero(alive & (box_iou(boxes[i], boxes) > iou))
+        group = np.flatnonzero(alive & (iou_matrix(boxes[i], boxes)[0] > iou))
         group = np.union1d(group, [i])
         wts = scores[group][:, None]
         out_b.append((boxes[group] * wts).sum(0) / wts.sum())
@@ -152,7 +139,7 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
         alive[group] = False
         # a weaker box nested in this one or holding it (the same face seen at another scale, IoU
         # under `iou` only because the sizes differ) is dropped, not blended
-        alive &= ~(box_iou(boxes[i], boxes, over_smaller=True) > NESTED)
+        alive &= ~(iou_matrix(boxes[i], boxes, over_smaller=True)[0] > NESTED)
     if not out_s:
         return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, bool)
     return np.array(out_b, np.float32), np.array(out_k, np.float32), np.array(out_s, np.float32), np.array(out_f)
@@ -276,7 +263,8 @@ class BlazeFaceDetector:
         h, w = rgb.shape[:2]
         all_b, all_k, all_s = [], [], []
         smallest = min(self.min_face * 0.6, max(h, w) * 0.25)  # small frames: faces of a quarter of the frame
-        for x0, y0, side, pad, largest in self.windows(h, w):
+        windows = self.windows(h, w)
+        for x0, y0, side, pad, largest in windows:
             whole = side >= max(h, w)
             sub = rgb if whole else rgb[y0:y0 + side, x0:x0 + side]
             b, k, s = self._run(sub, pad)
@@ -293,7 +281,7 @@ class BlazeFaceDetector:
         boxes, kps, scores, _ = weighted_nms(np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s),
                                              self.nms_iou)
         out = []
-        tiled = len(self.windows(h, w)) > len(self.WHOLE_FRAME_PADS)
+        tiled = len(windows) > len(self.WHOLE_FRAME_PADS)
         for b, k, s in zip(boxes, kps, scores):
             # a tiled frame is looked at many times over: a candidate the network is not sure of
             # must hold up in a second look centred on it
