@@ -108,3 +108,15 @@ def test_clip_grad_norm_bounds_the_step(class_folder_dataset, tmp_path):
     assert moved("free") > 100 * lr * clip
     with pytest.raises(ValueError, match="clip_grad_norm must be a positive number"):
         train(tiny_cfg(class_folder_dataset, tmp_path / "bad", *common, "optim.clip_grad_norm=-1"), log=lambda m: None)
+
+
+def test_known_config_keys_follow_the_code_defaults():
+    """The key lists that catch typos name every key the trainers' own defaults have."""
+    from ferlab.data.augment import DEFAULT_AUGMENT
+    from ferlab.engine.config import DEFAULTS, KNOWN_KEYS
+    from ferlab.engine.landmark_training import DEFAULTS as LANDMARK_DEFAULTS
+    assert set(DEFAULT_AUGMENT) == KNOWN_KEYS["augment"]
+    assert set(LANDMARK_DEFAULTS) == KNOWN_KEYS["landmarks"]
+    for section, body in DEFAULTS.items():
+        if section != "loss":
+            assert set(body) <= KNOWN_KEYS[section], section

@@ -161,7 +161,7 @@ class BlazeFaceDetector:
     ear tragions), best first."""
 
     # a face must cover about this share of the network input's side to be found reliably
-    # (faces of 40-79 px on 640x480 frames: 70 % found in 240 px tiles, 93 % in 160 px tiles)
+    # (tiles sized for a sixth of the input missed many 40-79 px faces in the detection benchmark)
     MIN_FACE_FRACTION = 1 / 4
 
     def __init__(self, variant: str = "short", min_score: float = 0.5, nms_iou: float = 0.3,
@@ -190,8 +190,8 @@ class BlazeFaceDetector:
         self.tiles, self.min_face = bool(tiles), int(min_face)
         # on tiled frames, candidates scoring under `confident` are kept only if a second,
         # centred look scores at least `verify_min`; those between `confident` and `sure` need only
-        # be seen at all in the second look (a 27 px "face" on a mission patch scored 0.77 in a
-        # tile and 0 in its second look). The operating point was chosen on the detection
+        # be seen at all in the second look (a small "face" on the astronaut's mission patch, in the
+        # 24 MP test of tests/test_predict_batch.py, scores high in a tile and nothing in its second look). The operating point was chosen on the detection
         # benchmark's generated frames (seed 0) and checked on a second draw (seed 1).
         self.confident, self.verify_min, self.sure = 0.7, 0.68, 0.9
 
@@ -241,7 +241,7 @@ class BlazeFaceDetector:
 
     # the whole frame is seen as it is and with replicated borders of these shares of its side, so
     # that a face filling the frame (a face crop, a selfie) also appears at the scale the network
-    # wants (FER+ test crops found: 98.5 % with borders (0.5, 0); 99.2 % with these four)
+    # wants (FER+ test crops found with these four: benchmarks/results/detection.json)
     WHOLE_FRAME_PADS = (0.5, 0.35, 0.2, 0.0)
 
     def windows(self, h: int, w: int) -> list[tuple[int, int, int, float, float]]:
