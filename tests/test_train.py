@@ -120,3 +120,20 @@ def test_known_config_keys_follow_the_code_defaults():
     for section, body in DEFAULTS.items():
         if section != "loss":
             assert set(body) <= KNOWN_KEYS[section], section
+
+
+def test_ddp_resume_only_rank0_writes(class_folder_dataset, tmp_path):
+    """Two gloo ranks resume from a committed epoch; the run then ends like an uninterrupted one."""
+    out = tmp_path / "ddp_resume"
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+            "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={class_folder_dataset}",
+            "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "schedule.epochs=2",
+            "schedule.name=constant", "optim.name=adam", "optim.lr=0.002", "train.batch_size=8", "train.threads=1",
+            "train.progress=false", f"train.out_dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(base + ["train.stop_after_epochs=1"], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = subprocess.run(base + ["--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(json.loads((out / "history.json").read_text())) == 2 and (out / "test_metrics.json").is_file()
+    assert p.stdout.count("resumed from epoch 0") == 1

@@ -154,10 +154,13 @@ def end_epoch(out: Path, model, meta: dict, vm: dict, history: list, best: dict,
     return best
 
 
-def resume_state(out: Path, resume: bool, log):
+def resume_state(out: Path, resume: bool, log, writer: bool = True):
     """Clean what a killed run left half-written; with `resume`, the latest committed epoch:
-    (state, weights, history), the run's published files refreshed from it; else None."""
+    (state, weights, history), the run's published files refreshed from it; else None. Only the
+    `writer` (rank 0 under DDP) touches files; the other ranks just read."""
     ck = RunCheckpoints(out)
+    if not writer:
+        return ck.load()[1:] if resume else None
     stale = ck.clean_stale()
     if stale:
         log(f"removed {len(stale)} half-written file(s) of an interrupted save: {', '.join(stale[:4])}")
@@ -312,7 +315,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
         o = build_optimizer(c, model)
         return o, build_sam(c, o), build_scheduler(c, o, steps)
 
-    resumed = resume_state(out, resume, log) if rank == 0 or resume else None
+    resumed = resume_state(out, resume, log, writer=rank == 0)
     st = resumed[0] if resumed else None
     start_epoch = int(st["epoch"]) + 1 if st else 0
     opt, sam, sched = build_phase(start_epoch)
