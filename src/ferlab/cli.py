@@ -169,6 +169,27 @@ def cmd_video(a):
     return 0
 
 
+def cmd_serve(a):
+    """`ferlab serve`: the REST API, the webcam stream and the web page (FastAPI + uvicorn)."""
+    import torch
+
+    from .app.analyzer import FaceAnalyzer
+    from .app.server import ServeSettings, serve
+    settings = ServeSettings(max_upload_bytes=int(a.max_upload_mb * 2 ** 20), max_pixels=a.max_pixels,
+                             max_faces=a.max_faces, max_batch_images=a.max_batch_images,
+                             request_timeout_s=a.timeout, max_in_flight=a.max_in_flight,
+                             batch_wait_ms=a.batch_wait_ms, workers=a.workers,
+                             api_key=a.api_key or os.environ.get("FERLAB_API_KEY") or None,
+                             cors_origins=tuple(a.cors_origin or ()), stream_max_fps=a.stream_fps)
+    torch.set_num_threads(a.threads)  # the model thread; the front-end threads run beside it
+    fa = FaceAnalyzer(a.model, detector=a.detector)
+    where = f"http://{a.host}:{a.port}"
+    print(f"ferlab serve: {where}/ (page), {where}/docs (API); model {fa.model_path.name}, "
+          f"API key {'required' if settings.api_key else 'off'}", flush=True)
+    serve(fa, settings, a.host, a.port, log_level=a.log_level)
+    return 0
+
+
 def cmd_demo(a):
     a.inputs = [a.image] if a.image else []
     return cmd_predict(a)
@@ -468,6 +489,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
     v.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     v.set_defaults(fn=cmd_video)
+    sv = sub.add_parser("serve", help="a REST API, a webcam stream and a web page on this machine")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=whole_number(1), default=8000)
+    sv.add_argument("--model", default=None, help="model .safetensors or shipped name (default: the shipped model)")
+    sv.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    sv.add_argument("--api-key", default=None,
+                    help="require this key in the X-API-Key header (or set FERLAB_API_KEY, kept out of `ps`)")
+    sv.add_argument("--cors-origin", action="append", help="allow this origin to call the API (repeatable; default none)")
+    sv.add_argument("--max-upload-mb", type=finite_number, default=10.0, help="largest image upload (413 beyond)")
+    sv.add_argument("--max-pixels", type=whole_number(1), default=40_000_000, help="largest decoded image (413 beyond)")
+    sv.add_argument("--max-faces", type=whole_number(1), default=20, help="faces analysed per image")
+    sv.add_argument("--max-batch-images", type=whole_number(1), default=16, help="images per batch request")
+    sv.add_argument("--timeout", type=finite_number, default=30.0, help="seconds one request may take (504 beyond)")
+    sv.add_argument("--max-in-flight", type=whole_number(1), default=32,
+                    help="requests served at once (503 with Retry-After beyond)")
+    sv.add_argument("--batch-wait-ms", type=finite_number, default=5.0,
+                    help="how long a face waits for others to share a model batch")
+    sv.add_argument("--workers", type=whole_number(1), default=2, help="front-end threads (detection, landmarks)")
+    sv.add_argument("--threads", type=whole_number(1), default=1, help="torch threads of the model")
+    sv.add_argument("--stream-fps", type=finite_number, default=15.0, help="frames/s one webcam stream is served at")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(fn=cmd_serve)
     x = sub.add_parser("export", help="write a checkpoint for shipping (fp16 safetensors) and/or ONNX")
     x.add_argument("checkpoint")
     x.add_argument("out", help="output path without suffix")

@@ -9,6 +9,7 @@ plain per-face records; and a direct classifier for already-cropped faces.
 from __future__ import annotations
 
 from importlib import resources
+import copy
 from pathlib import Path
 
 import cv2
@@ -78,8 +79,16 @@ class FaceAnalyzer:
         self.model_path = path
         self.labels = list(self.meta["labels"])
         self.pre = self.meta["preprocess"]
-        self.detector = FaceDetector(detector, upsample=upsample, min_score=min_score)
+        self.detector_args = {"method": detector, "upsample": upsample, "min_score": min_score}
+        self.detector = FaceDetector(**self.detector_args)
         self.landmarker = make_landmarker(landmarks)
+
+    def worker_copy(self) -> "FaceAnalyzer":
+        """A copy for another thread: its own detector (a LiteRT interpreter serves one thread at a
+        time), the model and the landmarker shared (their calls keep no state)."""
+        clone = copy.copy(self)
+        clone.detector = FaceDetector(**self.detector_args)
+        return clone
 
     def _tensor(self, crops_u8: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(crops_u8).to(self.device).float() / 255.0

@@ -42,6 +42,14 @@ class BadImageError(ValueError):
     """An input that cannot be used as an image; the message says why, for the user."""
 
 
+class NotAnImageError(BadImageError):
+    """Bytes that are no image format PIL reads."""
+
+
+class ImageTooLargeError(BadImageError):
+    """An image over the pixel limit (a decompression bomb, or a photo larger than allowed)."""
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -60,29 +68,42 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
         raise BadImageError(f"{p}: is a folder, not an image")
     if p.stat().st_size == 0:
         raise BadImageError(f"{p}: empty file")
-    limit = max_pixels()
+    return _decode(p, str(p), mode)
+
+
+def decode_image(data: bytes, name: str = "upload", mode: str = "RGB", limit: int | None = None) -> np.ndarray:
+    """`read_image` for the bytes of an image file (an upload): the same checks and messages,
+    `name` standing for the path in them; `limit` overrides the pixel limit."""
+    import io
+    if not data:
+        raise BadImageError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name, mode, limit)
+
+
+def _decode(source, name: str, mode: str, limit: int | None = None) -> np.ndarray:
+    limit = max_pixels() if limit is None else int(limit)
     saved = Image.MAX_IMAGE_PIXELS  # PIL warns past its limit and refuses past twice it: for this read
     Image.MAX_IMAGE_PIXELS = limit  # ferlab's limit is the one that counts (restored below)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > limit:
-                    raise BadImageError(f"{p}: {w}x{h} pixels is over the limit of {limit} "
-                                        "(set FERLAB_MAX_PIXELS to raise it)")
+                    raise ImageTooLargeError(f"{name}: {w}x{h} pixels is over the limit of {limit} "
+                                             "(set FERLAB_MAX_PIXELS to raise it)")
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
                 return to_array(img, mode)
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError(f"{p}: refused: more pixels than the limit of {limit} (a decompression bomb, or set "
-                            f"FERLAB_MAX_PIXELS to raise the limit; {e})") from None
+        raise ImageTooLargeError(f"{name}: refused: more pixels than the limit of {limit} (a decompression bomb, "
+                                 f"or set FERLAB_MAX_PIXELS to raise the limit; {e})") from None
     except UnidentifiedImageError:
-        raise BadImageError(f"{p}: not an image file (or a format PIL cannot read)") from None
+        raise NotAnImageError(f"{name}: not an image file (or a format PIL cannot read)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{p}: truncated or corrupt image ({e})") from None
+        raise BadImageError(f"{name}: truncated or corrupt image ({e})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 
