@@ -118,8 +118,8 @@ def test_evaluate_cli_on_valid(tmp_path):
 
 
 def test_evaluate_names_skipped_items_on_the_console(tmp_path):
-    from skimage import data
     from PIL import Image
+    from skimage import data
     for split in ("train", "test"):
         (tmp_path / "ds" / split / "happy").mkdir(parents=True)
         for i in range(10):

@@ -124,8 +124,9 @@ def test_resume_errors_name_the_problem(reference, tmp_path):
     class Evil:
         def __reduce__(self):
             return (os.system, ("echo pwned > /dev/null",))
-    import torch
     import io
+
+    import torch
     buf = io.BytesIO()
     torch.save({"epoch": 0, "x": Evil()}, buf)
     state.write_bytes(buf.getvalue())

@@ -8,8 +8,8 @@ plain per-face records; and a direct classifier for already-cropped faces.
 """
 from __future__ import annotations
 
-from importlib import resources
 import copy
+from importlib import resources
 from pathlib import Path
 
 import cv2

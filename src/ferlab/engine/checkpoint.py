@@ -104,7 +104,8 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
 def read_safetensors(path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file; a truncated, corrupt or hostile one (say, a header that claims
     gigabytes) is one CheckpointError, never a crash or a huge allocation."""
-    from ..models.weights import WeightsError, read_safetensors as read_checked
+    from ..models.weights import WeightsError
+    from ..models.weights import read_safetensors as read_checked
     try:
         return read_checked(Path(path))
     except WeightsError as e:

@@ -12,7 +12,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-
 # model kwargs that name files to initialise from (not part of the architecture)
 WEIGHT_FILE_KWARGS = ("pretrained_file", "landmark_file")
 
