@@ -20,6 +20,7 @@ from ..data.arrays import resize_face, standardise
 from ..data.imageio import as_rgb
 from ..engine.checkpoint import load_model
 from ..faces import FaceDetector, align_face
+from ..faces.detect import DETECTORS
 from ..faces.landmarks import make_landmarker, resize_points
 from ..models import model_args, needs_landmarks
 
@@ -65,13 +66,25 @@ def resolve_model(model) -> Path:
     return path
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
                  min_score: float | None = None, landmarks: str | None = None, flip_tta: bool = False,
-                 antialias: bool = True):
+                 antialias: bool = True, backend: str = "auto", threads: int | None = None):
         """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights.
         `flip_tta`: average the probabilities of each face and its mirror image. `antialias`: area-
-        average faces much larger than the model's input when aligning (off: a direct warp)."""
+        average faces much larger than the model's input when aligning (off: a direct warp).
+        `backend`: 'torch', 'onnx' (ONNX Runtime; the export made once and cached) or 'auto' (ONNX
+        Runtime on a CPU when the model exports, else PyTorch). `threads`: the model's CPU threads
+        (default 1 for ONNX Runtime, which does not oversubscribe a busy machine; PyTorch's own
+        setting is left alone unless given). The detector and landmarker load on first use, so
+        `classify_crops` loads neither."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
         self.flip_tta, self.antialias = bool(flip_tta), bool(antialias)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         path = resolve_model(model)
@@ -79,15 +92,49 @@ class FaceAnalyzer:
         self.model_path = path
         self.labels = list(self.meta["labels"])
         self.pre = self.meta["preprocess"]
+        self.threads = None if threads is None else int(threads)
+        self.backend, self.onnx, self.backend_note = "torch", None, ""
+        if backend != "torch" and self.device.type == "cpu":
+            from ..engine.onnx_runtime import OnnxClassifier, OnnxUnavailable, cached_onnx
+            try:
+                self.onnx = OnnxClassifier(cached_onnx(self.model, self.meta, path), self.threads or 1)
+                self.backend = "onnx"
+            except OnnxUnavailable as e:
+                if backend == "onnx":
+                    raise ValueError(f"backend 'onnx': {e}") from None
+                self.backend_note = str(e)
+        elif backend == "onnx":
+            raise ValueError("backend 'onnx' runs on the CPU: leave device unset or 'cpu'")
+        if self.backend == "torch" and self.threads is not None:
+            torch.set_num_threads(self.threads)
         self.detector_args = {"method": detector, "upsample": upsample, "min_score": min_score}
-        self.detector = FaceDetector(**self.detector_args)
-        self.landmarker = make_landmarker(landmarks)
+        if detector not in DETECTORS:  # a bad name fails here, not at the first photo
+            raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
+        self.landmarks_spec = landmarks
+        self._detector = self._landmarker = None
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = FaceDetector(**self.detector_args)
+        return self._detector
+
+    @detector.setter
+    def detector(self, value):
+        self._detector = value
+
+    @property
+    def landmarker(self):
+        if self._landmarker is None:
+            self._landmarker = make_landmarker(self.landmarks_spec)
+        return self._landmarker
 
     def worker_copy(self) -> "FaceAnalyzer":
         """A copy for another thread: its own detector (a LiteRT interpreter serves one thread at a
         time), the model and the landmarker shared (their calls keep no state)."""
+        self.landmarker  # loaded once, shared
         clone = copy.copy(self)
-        clone.detector = FaceDetector(**self.detector_args)
+        clone._detector = FaceDetector(**self.detector_args)
         return clone
 
     def _tensor(self, crops_u8: np.ndarray) -> torch.Tensor:
@@ -102,20 +149,30 @@ class FaceAnalyzer:
         """Forward arguments for (N, C, S, S) uint8 crops (+ their landmarks in crop pixels)."""
         return model_args(self.model, self._tensor(crops_u8), landmarks)
 
+    def _probs(self, crops_u8: np.ndarray, landmarks) -> np.ndarray:
+        if self.onnx is not None:
+            x = self._tensor(crops_u8).numpy()
+            logits = self.onnx(x, landmarks).astype(np.float64)
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            return (e / e.sum(1, keepdims=True)).astype(np.float32)
+        return torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
+
     @torch.no_grad()
     def predict_tensor(self, crops_u8: np.ndarray, landmarks=None) -> np.ndarray:
         """(N, C, S, S) uint8 crops at the model's input size -> (N, classes) probabilities.
         `landmarks`: (N, 68, 2) in crop pixels, for models that need them (RASA)."""
         if len(crops_u8) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        probs = torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
+        if self.needs_landmarks and landmarks is None:
+            self.model_inputs(crops_u8[:1], None)  # the one clear error for a model that needs landmarks
+        probs = self._probs(crops_u8, landmarks)
         if self.flip_tta:
             from ..data.augment import MIRROR_68
             size = crops_u8.shape[-1]
             lm = None if landmarks is None else (np.stack([size - 1 - landmarks[..., 0], landmarks[..., 1]], -1)
                                                  [:, MIRROR_68]).astype(np.float32)
             flipped = np.ascontiguousarray(crops_u8[..., ::-1])
-            probs = (probs + torch.softmax(self.model(*self.model_inputs(flipped, lm)).float(), 1).cpu().numpy()) / 2
+            probs = (probs + self._probs(flipped, lm)) / 2
         return probs
 
     def prepare_crops(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
