@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (tests/test_layout.py checks it against the registry)
 MODELS = {
     "convcut": "paper 004: ConvNeXt cut after stage 2, detail extraction + self-attention",
+    "fastnet_l": "ferlab's small residual CNN, 32-256 channels (a distilled student: the fast path)",
+    "fastnet_m": "ferlab's small residual CNN, 24-192 channels (a distilled student)",
+    "fastnet_s": "ferlab's small residual CNN, 16-128 channels (a distilled student)",
     "dan": "paper 001: ResNet-18 with a multi-head cross attention network (affinity + partition losses)",
     "pcda": "paper 003: IR-50 image branch + MobileFaceNet landmark branch, cross-attention, NeAA loss",
     "rasa": "paper 000: landmark-centred patches through a small transformer",
@@ -61,6 +64,8 @@ def cmd_train(a):
     cfg = load_config(None if a.config == "-" else a.config, a.overrides)
     if a.out_dir:
         cfg["train"]["out_dir"] = a.out_dir
+    if cfg.get("distill"):  # a student trained on a teacher's cached logits
+        from .engine.distill import distill as train
     r = train(cfg, resume=a.resume, log=lambda m: print(m, flush=True))
     print(f"best epoch {r['best_epoch'] + 1}, valid accuracy {r['best_valid_accuracy']:.4f}; "
           f"outputs in {r['out_dir']}")

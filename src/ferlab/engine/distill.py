@@ -1,0 +1,204 @@
+"""Distil a teacher (a trained ferlab model, e.g. the shipped default) into a small student.
+
+The teacher's logits on every train face and on its mirror image are computed once (ONNX Runtime
+when the teacher exports, else PyTorch) and cached; each epoch then costs the student's forward and
+backward passes only. The flip is applied here, with the matching cached logits; the config's other
+augmentations (small shifts, rotations, brightness, contrast) act on the student's input only, the
+teacher's logits of the un-augmented face standing for those of the augmented one. The loss is
+`losses.distillation.DistillationLoss`. Epochs are chosen on FER+ valid; test is evaluated once,
+through the best epoch's checkpoint, as `ferlab evaluate` would.
+
+Config: a normal training config plus
+
+    distill: {teacher: default, temperature: 4.0, alpha: 0.9, cache_file: runs/distill/teacher_logits.pt}
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.augment import augment_batch
+from ..data.arrays import standardise
+from ..losses.distillation import DistillationLoss
+from ..models import create_model, needs_landmarks
+from .checkpoint import load_model
+from .config import check_values
+from .evaluate import normalise
+from .metrics import classification_metrics
+from .train import (
+    build_optimizer,
+    build_scheduler,
+    check_resumable,
+    end_epoch,
+    epoch_record,
+    load_split_arrays,
+    model_meta,
+    pick_device,
+    resume_state,
+)
+
+
+@torch.no_grad()
+def teacher_logits(teacher, meta: dict, teacher_path, images_u8: np.ndarray, flip: bool = False,
+                   batch_size: int = 256, log=print) -> torch.Tensor:
+    """Logits of the teacher on uint8 (N, C, S, S) faces (mirrored when `flip`), float32 (N, K)."""
+    from .onnx_runtime import OnnxClassifier, OnnxUnavailable, cached_onnx
+    run = None
+    try:
+        ort = OnnxClassifier(cached_onnx(teacher, meta, teacher_path), threads=torch.get_num_threads())
+        run = lambda x: torch.from_numpy(ort(x.numpy()))  # noqa: E731
+    except OnnxUnavailable as e:
+        log(f"teacher on PyTorch ({e})")
+        teacher.eval()
+        run = lambda x: teacher(x).float()  # noqa: E731
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = normalise(torch.from_numpy(images_u8[i:i + batch_size]), meta["preprocess"])
+        out.append(run(x.flip(-1) if flip else x))
+    return torch.cat(out)
+
+
+def _key(teacher_path, names) -> str:
+    h = hashlib.sha256(Path(teacher_path).read_bytes())
+    for n in names:
+        h.update(str(n).encode())
+    return h.hexdigest()[:16]
+
+
+def distill(cfg: dict, resume: bool = False, log=print) -> dict:
+    """Train cfg's model as a student of distill.teacher. Returns what engine.train.train returns."""
+    check_values(cfg)
+    dist_cfg = cfg.get("distill") or {}
+    if not dist_cfg.get("teacher"):
+        raise ValueError("distillation needs distill.teacher: a ferlab model file or a shipped name (default)")
+    tcfg, dcfg = cfg["train"], cfg["data"]
+    out = Path(tcfg["out_dir"])
+    if resume:
+        check_resumable(out)
+    device = pick_device()
+    if tcfg.get("threads"):
+        torch.set_num_threads(int(tcfg["threads"]))
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(tcfg.get("seed", 0))
+    torch.manual_seed(seed)
+    teacher_path = resolve_teacher(dist_cfg["teacher"])
+    teacher, tmeta = load_model(teacher_path)
+    if needs_landmarks(teacher):
+        raise ValueError(f"distill.teacher {teacher_path}: teachers that need landmarks are not supported")
+    splits, arrays = load_split_arrays(dcfg, seed)
+    label_set = splits["train"].label_set
+    if tuple(tmeta["labels"]) != tuple(label_set):
+        raise ValueError(f"distill.teacher {teacher_path} predicts {tmeta['labels']}, the data has {list(label_set)}")
+    tp = tmeta["preprocess"]
+    if (tp["img_size"], tp["channels"]) != (int(dcfg["img_size"]), int(dcfg["channels"])):
+        raise ValueError(f"distill.teacher takes {tp['img_size']}x{tp['img_size']}x{tp['channels']} faces; set "
+                         f"data.img_size={tp['img_size']} data.channels={tp['channels']}")
+    tr = splits["train"]
+    model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=int(dcfg["channels"]),
+                         **cfg["model"].get("kwargs", {})).to(device)
+
+    cache_file = Path(dist_cfg.get("cache_file") or out / "teacher_logits.pt")
+    key = _key(teacher_path, [p.name for p in tr.paths] + [tp["img_size"], tp["channels"]])
+    cache = None
+    if cache_file.is_file():
+        cache = torch.load(cache_file, weights_only=True)
+        if cache.get("key") != key:
+            log(f"{cache_file}: logits of another teacher or image list; computing them again")
+            cache = None
+    if cache is None:
+        t0 = time.time()
+        cache = {"key": key, "train": teacher_logits(teacher, tmeta, teacher_path, arrays["train"], log=log),
+                 "train_flip": teacher_logits(teacher, tmeta, teacher_path, arrays["train"], flip=True, log=log)}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        torch.save(cache, tmp)
+        tmp.replace(cache_file)
+        agree = float((cache["train"].argmax(1).numpy() == tr.labels).mean())
+        log(f"teacher logits cached for {len(tr)} train faces and their mirror images ({time.time() - t0:.0f}s; "
+            f"teacher agrees with the train labels on {agree:.1%})")
+
+    norm = cfg["norm"]
+    if norm != {"mean": tp["mean"], "std": tp["std"]}:
+        log(f"note: the student's norm {norm} differs from the teacher's ({tp['mean']}, {tp['std']})")
+    aug = {**(cfg.get("augment") or {}), "flip": False}  # the flip is ours, with the matching logits
+    criterion = DistillationLoss(float(dist_cfg.get("temperature", 4.0)), float(dist_cfg.get("alpha", 0.9)))
+    bs = int(tcfg["batch_size"])
+    steps = max(1, len(tr) // bs)
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, steps)
+    epochs = int(cfg["schedule"]["epochs"])
+    best, history, start_epoch = {"valid_accuracy": -1.0, "epoch": -1}, [], 0
+    resumed = resume_state(out, resume, log)
+    if resumed:
+        st, weights, history = resumed
+        model.load_state_dict(weights)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
+        start_epoch = int(st["epoch"]) + 1
+        log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} at epoch {best['epoch']})")
+    meta = model_meta(cfg, label_set, {"distilled_from": {"teacher": str(teacher_path), **{
+        k: dist_cfg[k] for k in ("temperature", "alpha") if k in dist_cfg}}})
+    x_all = torch.from_numpy(arrays["train"])
+    targets_all = torch.from_numpy(tr.targets).float()
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        model.train()
+        torch.manual_seed(seed * 100003 + epoch + 7)
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(len(tr), generator=g)
+        mirror = torch.rand(len(tr), generator=g) < 0.5
+        total, correct, loss_sum = 0, 0, 0.0
+        for step in range(steps):
+            idx = order[step * bs:(step + 1) * bs]
+            m = mirror[idx]
+            x = x_all[idx].float() / 255.0
+            x = torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
+            t_logits = torch.where(m.view(-1, 1), cache["train_flip"][idx], cache["train"][idx]).to(device)
+            x = standardise(augment_batch(x.to(device), aug, g), norm)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            tgt = targets_all[idx].to(device)
+            logits = model(x)
+            loss = criterion(logits, t_logits, tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            total += len(idx)
+            correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
+        from .evaluate import predict_probs
+        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg.get("eval_batch_size", 256)))
+        vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
+        history.append(epoch_record(epoch, loss_sum, correct, total, vm, opt, t0))
+        best = end_epoch(out, model, meta, vm, history, best, epochs, log,
+                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+              "history": history}
+    if "test" in splits and tcfg.get("evaluate_test", True):
+        from .evaluate import evaluate_checkpoint_on_split
+        result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"], out / "test",
+                                                      device=device)
+        log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
+    return result
+
+
+def resolve_teacher(spec) -> Path:
+    """A teacher file, or 'default' for the model shipped in the package."""
+    from importlib import resources
+    if str(spec) == "default":
+        return Path(str(resources.files("ferlab") / "weights" / "default.safetensors"))
+    p = Path(spec)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    if not p.is_file():
+        raise ValueError(f"distill.teacher {spec!r}: no such model file (PATH.safetensors with PATH.json beside it, "
+                         "or 'default')")
+    return p
