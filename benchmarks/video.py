@@ -74,6 +74,15 @@ class Timed:
                 outer.t["detect"] += time.perf_counter() - s
                 return r
 
+            def look(self, rgb, box):  # following a face counts as detection time
+                s = time.perf_counter()
+                r = det.look(rgb, box)
+                outer.t["detect"] += time.perf_counter() - s
+                return r
+
+            def __getattr__(self, name):
+                return getattr(det, name)
+
         class L:
             def __call__(self, img, box):
                 s = time.perf_counter()
@@ -100,47 +109,107 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(n_faces: int, n_frames: int, tmp: Path) -> dict:
-    path = tmp / f"faces{n_faces}.mp4"
-    make_video(path, n_frames, n_faces)
-    fa = FaceAnalyzer()
+def bench(n_faces: int, n_frames: int, tmp: Path, detect_every: int = 1, backend: str = "auto",
+          write_video: bool = False) -> dict:
+    path = tmp / f"faces{n_faces}_{n_frames}.mp4"
+    if not path.is_file():
+        make_video(path, n_frames, n_faces)
+    fa = FaceAnalyzer(backend=backend, threads=1)
     timer = Timed(fa)
-    va = VideoAnalyzer(fa)
+    va = VideoAnalyzer(fa, detect_every=detect_every)
     marks = {}
     real_frames = va.frames
 
     def frames(*a, **k):
         for i, rec in enumerate(real_frames(*a, **k)):
-            if i + 1 in (1000, n_frames):
+            if i + 1 in (1000, 5000, 10000, n_frames):
                 marks[i + 1] = rss_mb()
             yield rec
     va.frames = frames
+    out = tmp / f"out{n_faces}_{detect_every}_{backend}"
     t = time.perf_counter()
-    r = run_video(va, path, tmp / f"out{n_faces}", write_video=False, progress=False)
+    r = run_video(va, path, out, write_video=write_video, progress=False)
     total = time.perf_counter() - t
-    rows = sum(1 for _ in open(tmp / f"out{n_faces}" / "frames.csv")) - 1
+    rows = list(csv.DictReader(open(out / "frames.csv")))
     stages = {k: v / r["frames_analysed"] * 1000 for k, v in timer.t.items()}
     stages["decode_write_other"] = total / r["frames_analysed"] * 1000 - sum(stages.values())
-    return {"faces": n_faces, "frames": r["frames_analysed"], "fps": r["frames_analysed"] / total,
-            "ms_per_frame": {k: round(v, 2) for k, v in stages.items()}, "rows": rows,
-            "face_tracks": len(r["faces"]), "rss_mb": {str(k): round(v, 1) for k, v in marks.items()}}
+    return {"faces": n_faces, "detect_every": detect_every, "backend": fa.backend, "frames": r["frames_analysed"],
+            "fps": round(r["frames_analysed"] / total, 2), "ms_per_frame": {k: round(v, 2) for k, v in stages.items()},
+            "rows": len(rows), "face_tracks": len(r["faces"]), "rss_mb": {str(k): round(v, 1) for k, v in marks.items()},
+            "_rows": rows}
+
+
+def agreement(rows: list[dict], ref: list[dict]) -> dict:
+    """Per frame, faces matched to the every-frame run's faces (box IoU >= 0.5): the share of its
+    faces found, the share of those given the same smoothed label, and their mean box IoU."""
+    from ferlab.faces.detection import iou_matrix
+
+    def by_frame(rs):
+        d = {}
+        for x in rs:
+            if x["face_id"]:
+                d.setdefault(x["frame"], []).append(x)
+        return d
+    a, b = by_frame(rows), by_frame(ref)
+    n_ref = found = same = 0
+    ious = []
+    for frame, faces in b.items():
+        n_ref += len(faces)
+        mine = a.get(frame, [])
+        if not mine:
+            continue
+        box = lambda x: [float(x[k]) for k in ("x0", "y0", "x1", "y1")]  # noqa: E731
+        m = iou_matrix([box(x) for x in faces], [box(x) for x in mine])
+        for i, x in enumerate(faces):
+            j = int(m[i].argmax())
+            if m[i, j] >= 0.5:
+                found += 1
+                ious.append(m[i, j])
+                same += mine[j]["label"] == x["label"]
+    return {"faces_found": round(found / max(n_ref, 1), 4), "same_label": round(same / max(found, 1), 4),
+            "mean_box_iou": round(float(np.mean(ious)) if ious else 0.0, 4)}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=3000)
+    ap.add_argument("--detect-every", default="1,5", help="detector intervals to measure (1 = every frame)")
+    ap.add_argument("--backends", default="torch,onnx")
+    ap.add_argument("--long-frames", type=int, default=0, help="also a 1-face run this long, for memory (20000)")
+    ap.add_argument("--long-detect-every", type=int, default=5)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    ks = [int(v) for v in a.detect_every.split(",")]
+    runs = []
     with tempfile.TemporaryDirectory() as d:
-        res = {"videos": [bench(1, a.frames, Path(d)), bench(4, a.frames, Path(d))]}
+        for n in (1, 4):
+            ref = None
+            for backend in a.backends.split(","):
+                for k in ks:
+                    r = bench(n, a.frames, Path(d), k, backend)
+                    if ref is None:
+                        ref = r["_rows"]
+                    else:
+                        r["agreement_with_first_run"] = agreement(r["_rows"], ref)
+                    r.pop("_rows")
+                    print(json.dumps(r), flush=True)
+                    runs.append(r)
+        res = {"videos": runs, "reference_run": f"detect_every {ks[0]}, backend {a.backends.split(',')[0]}"}
+        if a.long_frames:
+            r = bench(1, a.long_frames, Path(d), a.long_detect_every, a.backends.split(",")[-1])
+            r.pop("_rows")
+            marks = r["rss_mb"]
+            r["rss_growth_mb_frame_1000_to_last"] = round(marks[str(a.long_frames)] - marks["1000"], 1)
+            res["long_run"] = r
+            print(json.dumps(r), flush=True)
     res.update({"targets": {"one_face_fps": 30, "four_faces_fps": 15,
                             "rss_growth_mb_frame_1000_to_20000": 50},
-                "command": f"python benchmarks/video.py --frames {a.frames}", "date": now_utc(),
+                "command": "python benchmarks/video.py " + " ".join(__import__("sys").argv[1:]), "date": now_utc(),
                 "git_commit": git_commit(), "machine": machine_info()})
     (ROOT / "benchmarks" / "results" / "video.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "videos"}, indent=1))
 
 
 if __name__ == "__main__":

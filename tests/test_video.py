@@ -102,7 +102,8 @@ def test_table_matches_per_photo_results_with_smoothing_off(tmp_path, analyzer):
     from ferlab.app.video import VideoAnalyzer, run_video
     path = tmp_path / "one.mp4"
     write_video(path, face_frames(12))
-    r = run_video(VideoAnalyzer(analyzer, smooth_seconds=0), path, tmp_path / "out", write_video=False, progress=False)
+    r = run_video(VideoAnalyzer(analyzer, smooth_seconds=0, detect_every=1), path, tmp_path / "out", write_video=False,
+                  progress=False)
     assert r["frames_analysed"] == 12 and "stopped_early" not in r
     rows = list(csv.DictReader(open(tmp_path / "out" / "frames.csv")))
     cap = cv2.VideoCapture(str(path))
@@ -134,6 +135,50 @@ def test_four_face_video_writes_every_output(tmp_path):
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 16
     assert len((out / "frames.jsonl").read_text().splitlines()) == 16
+
+
+def frames_folder(path, frames):
+    path.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(path / f"f{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_detecting_every_k_frames_follows_faces_in_between(tmp_path, analyzer, monkeypatch):
+    from ferlab.app.video import VideoAnalyzer
+    from ferlab.faces.detection import iou_matrix
+    folder = frames_folder(tmp_path / "f", face_frames(15))
+    every = list(VideoAnalyzer(analyzer, smooth_seconds=0, detect_every=1).frames(folder))
+    calls = []
+    real = analyzer.detect
+    monkeypatch.setattr(analyzer, "detect", lambda rgb: calls.append(1) or real(rgb))
+    followed = list(VideoAnalyzer(analyzer, smooth_seconds=0, detect_every=5).frames(folder))
+    assert len(calls) == 3  # frames 0, 5 and 10
+    assert [r["faces"][0]["detected"] for r in followed] == [i % 5 == 0 for i in range(15)]
+    for a, b in zip(every, followed):
+        assert len(a["faces"]) == len(b["faces"]) == 1 and b["faces"][0]["face_id"] == 1
+        assert iou_matrix([a["faces"][0]["box"]], [b["faces"][0]["box"]])[0, 0] > 0.8
+        assert a["faces"][0]["label"] == b["faces"][0]["label"]
+        assert b["faces"][0]["score"] > 0.5  # the network's own score of the followed face
+
+
+def test_a_followed_face_that_leaves_is_dropped_at_once(tmp_path, analyzer):
+    from ferlab.app.video import VideoAnalyzer
+    frames = face_frames(12)
+    for f in frames[7:]:
+        f[:] = 110  # the face is gone from frame 7 on
+    recs = list(VideoAnalyzer(analyzer, detect_every=10).frames(frames_folder(tmp_path / "f", frames)))
+    assert [len(r["faces"]) for r in recs] == [1] * 7 + [0] * 5
+
+
+def test_follow_refuses_a_box_off_the_frame():
+    from ferlab.app.video import follow_by_landmarks as follow
+    from ferlab.app.video import offsets
+    lm = np.stack(np.meshgrid(np.linspace(600, 700, 17), np.linspace(10, 110, 4)), -1).reshape(-1, 2)[:68]
+    framing = (offsets((590, 0, 710, 120), lm), offsets((590, 0, 710, 120), lm), 0.9, "blazeface-short")
+    assert follow(framing, lm, (480, 640)) is None          # most of the box is right of a 640 px frame
+    assert follow(framing, lm - [300, 0], (480, 640)).box == pytest.approx((290, 0, 410, 120))
+    assert follow(None, lm, (480, 640)) is None
 
 
 def test_folder_of_frames_and_stride(tmp_path, analyzer):
@@ -207,3 +252,15 @@ def test_bad_video_options_are_one_line(tmp_path):
                            timeout=300)
         lines = [x for x in p.stderr.splitlines() if x.strip()]
         assert p.returncode == 2 and "Traceback" not in p.stderr and needle in lines[-1], (args, lines)
+
+
+def test_two_looks_that_find_the_same_face_keep_it_once():
+    from ferlab.app.video import distinct
+    from ferlab.faces.detection import Detection
+    same = Detection((100, 100, 160, 160), 0.9, "blazeface-short")
+    near = {"box": np.array([98.0, 100, 158, 160]), "motion": np.zeros(4)}   # expected it here
+    far = {"box": np.array([170.0, 100, 230, 160]), "motion": np.zeros(4)}   # its own face left
+    other = Detection((300, 100, 360, 160), 0.9, "blazeface-short")
+    kept = distinct([(same, far), (same, near), (other, {"box": np.array([300.0, 100, 360, 160]),
+                                                        "motion": np.zeros(4)}), (None, near)])
+    assert kept == [same, other]

@@ -155,7 +155,7 @@ def cmd_video(a):
     from .app.video import VideoAnalyzer, run_video
     out = Path(a.out) if a.out else Path("outputs/video") / (Path(a.input).stem or "webcam")
     fa = FaceAnalyzer(a.model, detector=a.detector)
-    va = VideoAnalyzer(fa, smooth_seconds=a.smooth)
+    va = VideoAnalyzer(fa, smooth_seconds=a.smooth, detect_every=a.detect_every)
     r = run_video(va, a.input, out, stride=a.stride, fps=a.fps, write_video=not a.no_video,
                   progress=sys.stderr.isatty() or a.progress, max_frames=a.max_frames)
     print(f"{r['source']}: {r['frames_analysed']} frames analysed ({r['frames_read']} read), "
@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--smooth", type=finite_number, default=0.4,
                    help="smoothing time constant in seconds (0 = off)")
     v.add_argument("--fps", type=finite_number, default=30.0, help="frame rate of a folder of frames")
+    v.add_argument("--detect-every", type=whole_number(1), default=5,
+                   help="run the detector over the whole frame on every N-th analysed frame and follow the faces "
+                        "in between (one look near each face); 1 = detect on every frame")
     v.add_argument("--max-frames", type=whole_number(1), default=None, help="stop after this many frames")
     v.add_argument("--no-video", action="store_true", help="no annotated video")
     v.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")

@@ -9,6 +9,7 @@ plain per-face records; and a direct classifier for already-cropped faces.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -129,6 +130,10 @@ class FaceAnalyzer:
             self._landmarker = make_landmarker(self.landmarks_spec)
         return self._landmarker
 
+    @landmarker.setter
+    def landmarker(self, value):
+        self._landmarker = value
+
     def worker_copy(self) -> "FaceAnalyzer":
         """A copy for another thread: its own detector (a LiteRT interpreter serves one thread at a
         time), the model and the landmarker shared (their calls keep no state)."""
@@ -193,9 +198,24 @@ class FaceAnalyzer:
     # detected at 1280 px, its faces still 10x larger than the smallest face the detector finds)
     DETECT_MAX_SIDE = 1280
 
-    def prepare_faces(self, rgb: np.ndarray, max_faces: int | None = None):
+    def detect(self, rgb: np.ndarray) -> list:
+        """The detector's faces of an RGB photo (Detections in the photo's pixels, best first); photos
+        larger than DETECT_MAX_SIDE are detected on a downscaled copy."""
+        h, w = rgb.shape[:2]
+        s = min(1.0, self.DETECT_MAX_SIDE / max(h, w))
+        if s >= 1.0:
+            return list(self.detector(rgb))
+        small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        return [dataclasses.replace(d, box=tuple(v / s for v in d.box),
+                                    landmark_box=None if d.landmark_box is None else tuple(v / s for v in d.landmark_box),
+                                    keypoints=None if d.keypoints is None else d.keypoints / s)
+                for d in self.detector(small)]
+
+    def prepare_faces(self, rgb: np.ndarray, max_faces: int | None = None, detections=None):
         """Detect, landmark and align every face of an RGB photo -> (uint8 batch, landmarks in crop
         pixels (N, 68, 2), face records with box, score, detector and photo landmarks).
+        `detections`: faces already found (Detections in the photo's pixels; e.g. a video's faces
+        followed from the previous frame), instead of running the detector.
 
         Large photos: detection on a copy downscaled to DETECT_MAX_SIDE, boxes mapped back; each
         face's landmarks and crop come from the level of an image pyramid (halvings of the photo)
@@ -203,15 +223,11 @@ class FaceAnalyzer:
         downscale and no time is spent on pixels the crop cannot use."""
         size, ch = self.pre["img_size"], self.pre["channels"]
         framing = self.pre.get("framing", "fer2013")
-        h, w = rgb.shape[:2]
-        s = min(1.0, self.DETECT_MAX_SIDE / max(h, w))
-        small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
-            if s < 1.0 else rgb
+        dets = self.detect(rgb) if detections is None else list(detections)
         pyramid = [rgb]
         crops, crop_pts, faces = [], [], []
-        for d in self.detector(small)[:max_faces]:
-            box = [v / s for v in d.box]
-            lbox = [v / s for v in d.box_for_landmarks]
+        for d in dets[:max_faces]:
+            box, lbox = list(d.box), list(d.box_for_landmarks)
             level = 0
             while (lbox[2] - lbox[0]) / 2 ** (level + 1) >= 4 * size and min(pyramid[level].shape[:2]) > 64:
                 level += 1

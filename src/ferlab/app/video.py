@@ -242,32 +242,119 @@ def open_video(source, stride: int = 1, fps: float = 30.0, max_frames: int | Non
 # --- the analyzer -------------------------------------------------------------------------------
 
 class VideoAnalyzer:
-    """FaceAnalyzer over a video: tracked faces, smoothed probabilities, one record per frame."""
+    """FaceAnalyzer over a video: tracked faces, smoothed probabilities, one record per frame.
+
+    `detect_every` k: the detector runs over the whole frame on every k-th analysed frame (and
+    whenever no face is being followed); on the frames between, each face is followed: BlazeFace
+    looks for it once, in a view two box sides wide centred where its last motion puts it (one
+    network pass, about 2 ms, against tens of ms for the whole frame's windows). A face it does not
+    find there is dropped at once (it left, or turned away); a face that enters is found at the next
+    whole-frame detection. HOG and Haar cannot look at one place: with them a face is followed by
+    its landmarks (the shape predictor run in the box its previous landmarks give) until the next
+    detection."""
 
     def __init__(self, analyzer, smooth_seconds: float = 0.4, hysteresis: float = 0.05, min_iou: float = 0.2,
-                 max_missed: int = 10):
+                 max_missed: int = 10, detect_every: int = 5):
         self.fa = analyzer
         Smoother(analyzer.labels, smooth_seconds, hysteresis)  # a bad time constant fails here, before any reading
+        if int(detect_every) < 1:
+            raise ValueError(f"detect_every must be at least 1 (every frame), not {detect_every}")
         self.smooth_seconds, self.hysteresis = float(smooth_seconds), float(hysteresis)
-        self.min_iou, self.max_missed = min_iou, max_missed
+        self.min_iou, self.max_missed, self.detect_every = min_iou, max_missed, int(detect_every)
 
     def frames(self, source, stride: int = 1, fps: float = 30.0, max_frames: int | None = None, video=None):
         """Yield {'frame', 'time', 'faces': [...]} per analysed frame; `video`: an open VideoSource."""
         src = video or open_video(source, stride, fps, max_frames)
         tracker = IoUTracker(self.min_iou, self.max_missed)
         smoother = Smoother(self.fa.labels, self.smooth_seconds, self.hysteresis)
+        framing: dict[int, tuple] = {}  # face_id -> offsets of its boxes from its landmarks, score, detector
+        followed: list[dict] = []  # the last analysed frame's faces: id, box, motion, landmarks
+        since_detect = 0
         for index, t, rgb in src.frames:
-            faces = self.fa.analyze(rgb)  # every face of the frame through the model in one batch
+            detect = self.detect_every == 1 or since_detect % self.detect_every == 0 or not followed
+            if detect:
+                dets, since_detect = self.fa.detect(rgb), 0
+            else:
+                dets = distinct([(self.follow(rgb, f, framing.get(f["id"])), f) for f in followed])
+            since_detect += 1
+            crops, pts, faces = self.fa.prepare_faces(rgb, detections=dets)
+            for f, r in zip(faces, self.fa._records(self.fa.predict_tensor(crops, pts))):
+                f.update(r)  # every face of the frame through the model in one batch
             ids = tracker.update([f["box"] for f in faces], index)
-            out = []
-            for fid, f in zip(ids, faces):
+            last = {f["id"]: f["box"] for f in followed}
+            out, followed = [], []
+            for fid, f, d in zip(ids, faces, dets):
+                lm = np.asarray(f["landmarks"], np.float64)
+                box = np.asarray(d.box, np.float64)
+                if detect:
+                    framing[fid] = (offsets(d.box, lm), offsets(d.box_for_landmarks, lm), d.score, d.detector)
+                followed.append({"id": fid, "box": box, "landmarks": lm,
+                                 "motion": box - last[fid] if fid in last else np.zeros(4)})
                 raw = np.array([f["probs"][n] for n in self.fa.labels])
                 smoothed, label = smoother.update(fid, t, raw)
-                out.append({"face_id": fid, "box": f["box"], "score": f["score"], "probs": f["probs"],
-                            "smoothed": {n: float(v) for n, v in zip(self.fa.labels, smoothed)},
+                out.append({"face_id": fid, "box": f["box"], "score": f["score"], "detected": bool(detect),
+                            "probs": f["probs"], "smoothed": {n: float(v) for n, v in zip(self.fa.labels, smoothed)},
                             "label": self.fa.labels[label], "confidence": float(smoothed[label])})
-            smoother.forget([t_.face_id for t_ in tracker.tracks])
+            live = [t_.face_id for t_ in tracker.tracks]
+            smoother.forget(live)
+            framing = {k: v for k, v in framing.items() if k in live}
             yield {"frame": index, "time": round(float(t), 4), "faces": out, "rgb": rgb}
+
+    def follow(self, rgb: np.ndarray, face: dict, framing):
+        """Where a face of the last analysed frame is now (a Detection), or None when it is gone."""
+        predicted = face["box"] + face["motion"]
+        if self.fa.detector.can_look:
+            return self.fa.detector.look(rgb, predicted)
+        shift = (face["motion"][:2] + face["motion"][2:]) / 2
+        return follow_by_landmarks(framing, face["landmarks"] + shift, rgb.shape)
+
+
+def offsets(box, lm: np.ndarray) -> np.ndarray:
+    """A box as offsets from the landmarks' bounding box, in units of its width and height."""
+    lo, hi = lm.min(0), lm.max(0)
+    wh = np.maximum(hi - lo, 1e-6)
+    b = np.asarray(box, np.float64)
+    return np.concatenate([(b[:2] - lo) / wh, (b[2:] - hi) / wh])
+
+
+def from_offsets(off: np.ndarray, lm: np.ndarray) -> tuple:
+    lo, hi = lm.min(0), lm.max(0)
+    wh = hi - lo
+    return tuple(float(v) for v in np.concatenate([lo + off[:2] * wh, hi + off[2:] * wh]))
+
+
+def distinct(found: list[tuple]) -> list:
+    """The followed faces' Detections, each face once: when two looks found the same face (one
+    of two neighbours left), it goes to the look that expected it nearest."""
+    found = [(d, f) for d, f in found if d is not None]
+
+    def miss(d, f):
+        expected = f["box"] + f["motion"]
+        return float(np.hypot(*((np.asarray(d.box[:2]) + d.box[2:]) / 2 - (expected[:2] + expected[2:]) / 2)))
+    kept = []
+    for d, f in sorted(found, key=lambda df: miss(*df)):
+        if not kept or iou_matrix([d.box], [k.box for k in kept]).max() < 0.5:
+            kept.append(d)
+    order = {id(d): i for i, (d, _) in enumerate(found)}
+    return sorted(kept, key=lambda d: order[id(d)])
+
+
+def follow_by_landmarks(framing, lm: np.ndarray, shape) -> "Detection | None":
+    """The Detection that follows a face from its previous landmarks (for detectors that cannot
+    look at one place); None when it cannot be followed (no framing from a detection, a degenerate
+    shape, or a box mostly off the frame)."""
+    from ..faces.detection import Detection
+    if framing is None:
+        return None
+    box_off, lbox_off, score, detector = framing
+    if np.min(lm.max(0) - lm.min(0)) < 4:
+        return None
+    lbox = from_offsets(lbox_off, lm)
+    h, w = shape[:2]
+    inside = max(0.0, min(lbox[2], w) - max(lbox[0], 0)) * max(0.0, min(lbox[3], h) - max(lbox[1], 0))
+    if inside < 0.5 * (lbox[2] - lbox[0]) * (lbox[3] - lbox[1]):
+        return None
+    return Detection(box=from_offsets(box_off, lm), score=score, detector=detector, landmark_box=lbox)
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -292,7 +379,7 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
     fh_jsonl = open(out / "frames.jsonl", "w")
     w = csv.writer(fh_csv)
     w.writerow(["frame", "time_s", "face_id", "x0", "y0", "x1", "y1", "score", "label", "confidence",
-                *[f"p_{n}" for n in labels], *[f"smoothed_{n}" for n in labels]])
+                *[f"p_{n}" for n in labels], *[f"smoothed_{n}" for n in labels], "detected"])
     writer = None
     timelines: dict[int, dict] = {}
     analysed, interrupted, error = 0, False, None
@@ -302,11 +389,11 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
         for rec in va.frames(None, video=src):
             analysed += 1
             if not rec["faces"]:
-                w.writerow([rec["frame"], rec["time"], "", "", "", "", "", "", "no face", "", *[""] * (2 * len(labels))])
+                w.writerow([rec["frame"], rec["time"], "", "", "", "", "", "", "no face", "", *[""] * (2 * len(labels)), ""])
             for f in rec["faces"]:
                 w.writerow([rec["frame"], rec["time"], f["face_id"], *f["box"], f["score"], f["label"],
                             f"{f['confidence']:.5f}", *[f"{f['probs'][n]:.5f}" for n in labels],
-                            *[f"{f['smoothed'][n]:.5f}" for n in labels]])
+                            *[f"{f['smoothed'][n]:.5f}" for n in labels], int(f["detected"])])
                 tl = timelines.setdefault(f["face_id"], {"times": [], "smoothed": [], "labels": []})
                 tl["times"].append(rec["time"])
                 tl["smoothed"].append([f["smoothed"][n] for n in labels])

@@ -199,22 +199,52 @@ class BlazeFaceDetector:
         """The network's score for a candidate seen again in a view centred on it, two box sides
         wide (the face then at the scale the network likes best); 0 if it finds no face of about
         that size and place there."""
+        found = self._look(rgb, box)
+        return 0.0 if found is None else found[2]
+
+    def _look(self, rgb: np.ndarray, box, view_sides: float = 2.0, reach: float = 0.5):
+        """(box, keypoints, score) in the frame's pixels of the best face of about `box`'s size
+        whose centre is within `reach` box sides of `box`'s, in a view centred on it, `view_sides`
+        box sides wide; None when there is none."""
         x0, y0, x1, y1 = (float(v) for v in box)
         face = max(x1 - x0, y1 - y0)
-        view = int(round(2 * face))
+        view = int(round(view_sides * face))
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         left, top = int(round(cx - view / 2)), int(round(cy - view / 2))
         h, w = rgb.shape[:2]
         pad = max(0, -left, -top, left + view - w, top + view - h)
         img = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
         sub = img[top + pad:top + pad + view, left + pad:left + pad + view]
-        b, _, s = self._run(sub)
+        b, k, s = self._run(sub)
         if not len(s):
-            return 0.0
+            return None
         centre = (b[:, :2] + b[:, 2:]) / 2
         side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-        same = (np.abs(centre - view / 2).max(1) < face / 2) & (side > face / 2) & (side < face * 2)
-        return float(s[same].max()) if same.any() else 0.0
+        same = np.flatnonzero((np.abs(centre - view / 2).max(1) < face * reach) & (side > face / 2) & (side < face * 2))
+        if not len(same):
+            return None
+        i = same[np.argmax(s[same])]
+        off = np.array([left, top], np.float32)
+        return b[i] + np.tile(off, 2), k[i] + off, float(s[i])
+
+    # following a face in a video: a view three box sides wide, the face's centre within one side
+    # of where it was expected (a face moving a third of its size per frame is still found)
+    LOOK_VIEW_SIDES, LOOK_REACH = 3.0, 1.0
+
+    def look(self, rgb: np.ndarray, box) -> Detection | None:
+        """The face near `box` (of about its size, its centre within one side of `box`'s), found by
+        one network pass over a view centred on it: how a video follows a face between
+        whole-frame detections."""
+        rgb = np.ascontiguousarray(rgb[..., :3])
+        found = self._look(rgb, box, self.LOOK_VIEW_SIDES, self.LOOK_REACH)
+        if found is None or found[2] < self.min_score:
+            return None
+        b, k, s = found
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = max(0.0, float(b[0])), max(0.0, float(b[1])), min(float(w), float(b[2])), min(float(h), float(b[3]))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return Detection((x0, y0, x1, y1), s, self.name, keypoints=k.astype(np.float32), landmark_box=hog_like_box(b, w, h))
 
     def _run(self, rgb: np.ndarray, pad: float = 0.0):
         """One network pass over a whole image, letterboxed (with a replicated border of `pad`

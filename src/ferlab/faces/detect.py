@@ -92,3 +92,18 @@ class FaceDetector:
 
     def __call__(self, rgb: np.ndarray) -> list[Detection]:
         return sorted(self._det(rgb), key=lambda d: -d.score)
+
+    @property
+    def can_look(self) -> bool:
+        """Whether `look` works: BlazeFace can find a face near a given box in one network pass."""
+        return hasattr(self._det, "look")
+
+    def look(self, rgb: np.ndarray, box) -> Detection | None:
+        """The face near `box` (BlazeFace: one pass over a view centred on it), or None."""
+        if not self.can_look:
+            raise ValueError(f"detector {self.name} cannot look for a face near a box")
+        return self._det.look(rgb, box)
+
+    @property
+    def min_score(self) -> float:
+        return float(getattr(self._det, "min_score", getattr(self._det, "threshold", 0.0)))
