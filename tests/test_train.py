@@ -13,7 +13,7 @@ from ferlab.engine.train import train
 
 
 def tiny_cfg(root, out, *extra):
-    return load_config(None, [f"data.dataset=folder", f"data.root={root}", "data.labels=[neutral,happiness,surprise]",
+    return load_config(None, ["data.dataset=folder", f"data.root={root}", "data.labels=[neutral,happiness,surprise]",
                               "data.img_size=32", "data.channels=1", "model.name=resnet18",
                               "optim.name=adam", "optim.lr=0.002", "optim.weight_decay=0", "schedule.name=constant",
                               "schedule.epochs=5", "train.batch_size=8", "train.threads=1",
@@ -77,7 +77,7 @@ def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):
     """torchrun with 2 CPU processes (gloo): both ranks train on their shards, rank 0 writes."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "ferlab.cli", "train", "-", f"data.dataset=folder", f"data.root={class_folder_dataset}",
+           "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={class_folder_dataset}",
            "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "schedule.epochs=2",
            "schedule.name=constant", "optim.name=adam", "optim.lr=0.002", "train.batch_size=8", "train.threads=1",
            "train.progress=false", f"train.out_dir={out}"]

@@ -30,6 +30,18 @@ MODELS = {
 DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
 
 
+def engine_opts(a) -> dict:
+    """FaceAnalyzer's backend and thread options from a command's arguments."""
+    return {"backend": getattr(a, "backend", "auto"), "threads": getattr(a, "threads", None)}
+
+
+def add_engine_opts(q) -> None:
+    q.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
+                   help="model inference: ONNX Runtime (auto: when the model exports) or PyTorch")
+    q.add_argument("--threads", type=whole_number(1), default=None,
+                   help="the model's CPU threads (default 1 on ONNX Runtime: no oversubscription on a busy machine)")
+
+
 def whole_number(lo: int, what: str = "a whole number"):
     """An argparse type: an int of at least `lo` (argparse turns the error into one usage line)."""
     def parse(text: str) -> int:
@@ -116,7 +128,8 @@ def cmd_predict(a):
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: exists and is not a folder")
     annotate = a.annotate if a.annotate is not None else len(items) <= 10
-    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks,
+                      **engine_opts(a))
     verbose = len(items) <= 10
 
     def show(rec):
@@ -154,7 +167,7 @@ def cmd_video(a):
     from .app.analyzer import FaceAnalyzer
     from .app.video import VideoAnalyzer, run_video
     out = Path(a.out) if a.out else Path("outputs/video") / (Path(a.input).stem or "webcam")
-    fa = FaceAnalyzer(a.model, detector=a.detector)
+    fa = FaceAnalyzer(a.model, detector=a.detector, **engine_opts(a))
     va = VideoAnalyzer(fa, smooth_seconds=a.smooth, detect_every=a.detect_every)
     r = run_video(va, a.input, out, stride=a.stride, fps=a.fps, write_video=not a.no_video,
                   progress=sys.stderr.isatty() or a.progress, max_frames=a.max_frames)
@@ -176,8 +189,6 @@ def cmd_video(a):
 
 def cmd_serve(a):
     """`ferlab serve`: the REST API, the webcam stream and the web page (FastAPI + uvicorn)."""
-    import torch
-
     from .app.analyzer import FaceAnalyzer
     from .app.server import ServeSettings, serve
     settings = ServeSettings(max_upload_bytes=int(a.max_upload_mb * 2 ** 20), max_pixels=a.max_pixels,
@@ -186,8 +197,7 @@ def cmd_serve(a):
                              batch_wait_ms=a.batch_wait_ms, workers=a.workers,
                              api_key=a.api_key or os.environ.get("FERLAB_API_KEY") or None,
                              cors_origins=tuple(a.cors_origin or ()), stream_max_fps=a.stream_fps)
-    torch.set_num_threads(a.threads)  # the model thread; the front-end threads run beside it
-    fa = FaceAnalyzer(a.model, detector=a.detector)
+    fa = FaceAnalyzer(a.model, detector=a.detector, **engine_opts(a))
     where = f"http://{a.host}:{a.port}"
     print(f"ferlab serve: {where}/ (page), {where}/docs (API); model {fa.model_path.name}, "
           f"API key {'required' if settings.api_key else 'off'}", flush=True)
@@ -214,7 +224,7 @@ def cmd_evaluate_photos(a):
     from .app.analyzer import FaceAnalyzer
     from .app.photo_eval import evaluate_photos, read_photo_dataset
     samples = read_photo_dataset(a.photos, a.dataset, a.photo_split)
-    fa = FaceAnalyzer(a.checkpoint, detector=a.detector)
+    fa = FaceAnalyzer(a.checkpoint, detector=a.detector, **engine_opts(a))
     out = Path(a.out) if a.out else Path("outputs/evaluate") / Path(a.photos).stem
     r = evaluate_photos(fa, samples, out, n_boot=a.bootstrap)
     b = r["bootstrap"]
@@ -353,7 +363,8 @@ def cmd_explain(a):
     from .app.explain import explain_faces
     from .data.imageio import as_rgb
     rgb, name = _astronaut() if a.image is None else (as_rgb(a.image), a.image)
-    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks)
+    fa = FaceAnalyzer(a.model, detector=a.detector, upsample=a.upsample, min_score=a.min_score, landmarks=a.landmarks,
+                      **engine_opts(a))
     out = Path(a.out) if a.out else Path("outputs/explain") / f"{Path(name).stem}_explain.png"
     faces = explain_faces(fa, rgb, out, max_faces=a.max_faces, is_crop=a.crop)
     if not faces:
@@ -443,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write an annotated copy of every photo (default: only for up to 10 photos)")
         q.add_argument("--no-annotate", dest="annotate", action="store_false")
         q.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+        add_engine_opts(q)
         q.add_argument("--landmarks", default="dlib",
                        help="'dlib' (the fastest on a CPU), 'net' (the shipped landmark net) or weights from `ferlab landmarks train`")
 
@@ -469,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", default=None, help="with --photos: a dataset reader by name (e.g. twperformers)")
     e.add_argument("--photo-split", default=None, help="with --photos: one split of the dataset (default: all)")
     e.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    add_engine_opts(e)
     e.add_argument("--bootstrap", type=whole_number(1), default=1000, help="bootstrap resamples for the 95 %% intervals")
     e.set_defaults(fn=cmd_evaluate)
     lm = sub.add_parser("landmarks", help="cache dlib's 68 points for a dataset (CONFIG), or train the "
@@ -496,12 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
     v.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
     v.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    add_engine_opts(v)
     v.set_defaults(fn=cmd_video)
     sv = sub.add_parser("serve", help="a REST API, a webcam stream and a web page on this machine")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=whole_number(1), default=8000)
     sv.add_argument("--model", default=None, help="model .safetensors or shipped name (default: the shipped model)")
     sv.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    add_engine_opts(sv)
     sv.add_argument("--api-key", default=None,
                     help="require this key in the X-API-Key header (or set FERLAB_API_KEY, kept out of `ps`)")
     sv.add_argument("--cors-origin", action="append", help="allow this origin to call the API (repeatable; default none)")
@@ -515,7 +530,6 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--batch-wait-ms", type=finite_number, default=5.0,
                     help="how long a face waits for others to share a model batch")
     sv.add_argument("--workers", type=whole_number(1), default=2, help="front-end threads (detection, landmarks)")
-    sv.add_argument("--threads", type=whole_number(1), default=1, help="torch threads of the model")
     sv.add_argument("--stream-fps", type=finite_number, default=15.0, help="frames/s one webcam stream is served at")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(fn=cmd_serve)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.imageio import IMAGE_SUFFIXES, BadImageError, read_image
-from ..faces.detection import iou_matrix
+from ..faces.detection import Detection, iou_matrix
 
 
 class VideoError(ValueError):
@@ -339,11 +339,10 @@ def distinct(found: list[tuple]) -> list:
     return sorted(kept, key=lambda d: order[id(d)])
 
 
-def follow_by_landmarks(framing, lm: np.ndarray, shape) -> "Detection | None":
+def follow_by_landmarks(framing, lm: np.ndarray, shape) -> Detection | None:
     """The Detection that follows a face from its previous landmarks (for detectors that cannot
     look at one place); None when it cannot be followed (no framing from a detection, a degenerate
     shape, or a box mostly off the frame)."""
-    from ..faces.detection import Detection
     if framing is None:
         return None
     box_off, lbox_off, score, detector = framing

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.augment import augment_batch
 from ..data.arrays import standardise
+from ..data.augment import augment_batch
 from ..losses.distillation import DistillationLoss
 from ..models import create_model, needs_landmarks
 from .checkpoint import load_model

@@ -1,0 +1,237 @@
+"""The fast path against the accurate default and against the `fer` library, in one process.
+
+Per model (the shipped ResNet-18 teacher on PyTorch and on ONNX Runtime, its int8 quantisation
+calibrated on FER+ train faces, and every distilled student given):
+- classifier: ms per face at batch 1 on one thread, faces/s at batch 64 on two threads, timed
+  round-robin with `fer`'s own classifier (its bundled .tflite on LiteRT) so a noisy machine
+  slows every entry alike;
+- accuracy: FER+ valid and test (majority protocol, the model on the FER+ crops) and twperformers
+  through the whole pipeline (largest face; `ferlab evaluate --photos` as a user runs it);
+- end to end: ms per photo through `FaceAnalyzer.analyze` (ONNX Runtime, one thread) on
+  twperformers photos and on the astronaut, interleaved photo by photo with `fer`'s own pipeline
+  (`FER().detect_emotions`, its Haar detector and classifier, one LiteRT thread).
+
+`fer` runs from `pip install --no-deps fer==25.10.3` with the stand-ins in benchmarks/fer_standin/
+(its code needs only `tensorflow.lite.Interpreter`, which ai-edge-litert provides under another name).
+
+    .venv/bin/python benchmarks/fast_default.py --student fastnet_l=runs/fastnet_l_distill_ferplus/best ...
+        -> benchmarks/results/fast_default.json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TW = ROOT.parent / "shared" / "data" / "twperformers"
+sys.path.insert(0, str(ROOT / "benchmarks" / "fer_standin"))
+
+from ferlab.app.analyzer import FaceAnalyzer, default_model_path  # noqa: E402
+from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset  # noqa: E402
+from ferlab.data.arrays import load_images, load_splits, restrict_labels  # noqa: E402
+from ferlab.engine.checkpoint import load_model  # noqa: E402
+from ferlab.engine.evaluate import normalise  # noqa: E402
+from ferlab.engine.metrics import classification_metrics  # noqa: E402
+from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_int8  # noqa: E402
+from ferlab.engine.profiling import count_flops, git_commit, machine_info, now_utc  # noqa: E402
+
+
+def one_litert_thread():
+    """fer builds its interpreter itself: give it one thread, as every ferlab entry has."""
+    import functools
+
+    import tensorflow as tf  # the stand-in
+    tf.lite.Interpreter = functools.partial(tf.lite.Interpreter, num_threads=1)
+
+
+def fer_classifier():
+    """fer's classifier alone: (interpreter, input size) on its bundled quantised .tflite."""
+    from importlib import resources
+
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=str(resources.files("fer") / "data" / "emotion_model_quantized.tflite"), num_threads=1)
+    it.allocate_tensors()
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+
+    def run(x):
+        for i in range(len(x)):  # fer feeds its faces one at a time
+            it.set_tensor(inp["index"], x[i:i + 1])
+            it.invoke()
+            it.get_tensor(outp["index"])
+    return run, int(inp["shape"][1])
+
+
+def ferplus_arrays():
+    from ferlab.engine.config import load_config
+    cfg = load_config(str(ROOT / "configs" / "resnet18_ferplus_cpu.yaml"), [])
+    splits = load_splits(cfg["data"])
+    return splits
+
+
+def ferplus_scores(model_path, splits, onnx_path=None) -> dict:
+    model, meta = load_model(model_path)
+    run = OnnxClassifier(onnx_path or cached_onnx(model, meta, model_path), threads=2)
+    out = {}
+    for name in ("valid", "test"):
+        s = restrict_labels(splits[name], tuple(meta["labels"]))
+        imgs, ok = load_images(s, meta["preprocess"]["img_size"], meta["preprocess"]["channels"])
+        keep = np.flatnonzero(ok)
+        s, imgs = s.subset(keep), imgs[keep]
+        import torch
+        logits = np.concatenate([run(normalise(torch.from_numpy(imgs[i:i + 512]), meta["preprocess"]).numpy())
+                                 for i in range(0, len(imgs), 512)])
+        m = classification_metrics(s.labels, logits.argmax(1), tuple(meta["labels"]))
+        out[name] = {"n": m["n"], "accuracy": round(m["accuracy"], 4), "mean_class_accuracy": round(m["mean_class_accuracy"], 4)}
+    return out
+
+
+def time_round_robin(entries: dict, rounds: int, reps: int) -> dict:
+    """Median ms per call of each entry, the entries timed in turn, `rounds` times over."""
+    for f in entries.values():
+        f()
+    times = {k: [] for k in entries}
+    for _ in range(rounds):
+        for k, f in entries.items():
+            t = time.perf_counter()
+            for _ in range(reps):
+                f()
+            times[k].append((time.perf_counter() - t) / reps * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH", help="a distilled model")
+    ap.add_argument("--photos", type=int, default=200, help="twperformers photos for the end-to-end timing")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--no-accuracy", action="store_true", help="timings only")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fast_default.json"))
+    a = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    one_litert_thread()
+    from fer.fer import FER
+
+    teacher = default_model_path()
+    models = {"resnet18 (default, PyTorch)": (teacher, "torch"), "resnet18 (default, ONNX Runtime)": (teacher, "onnx")}
+    tmodel, tmeta = load_model(teacher)
+    int8_path = Path(cached_onnx(tmodel, tmeta, teacher)).with_name("default-int8-static.onnx")
+    splits = ferplus_arrays()
+    if not int8_path.is_file():  # calibrated on 512 FER+ train faces
+        tr = splits["train"]
+        idx = np.random.RandomState(0).permutation(len(tr))[:512]
+        imgs, _ = load_images(tr.subset(np.sort(idx)), 48, 1)
+        quantize_int8(cached_onnx(tmodel, tmeta, teacher), int8_path, normalise(torch.from_numpy(imgs), tmeta["preprocess"]).numpy())
+    models["resnet18 int8 (ONNX Runtime, static)"] = (teacher, str(int8_path))
+    for spec in a.student:
+        name, _, path = spec.partition("=")
+        models[name] = (Path(path).with_suffix(".safetensors"), "onnx")
+
+    result = {"benchmark": "fast_default", "date": now_utc(), "git_commit": git_commit(), "machine": machine_info(),
+              "command": "python benchmarks/fast_default.py " + " ".join(sys.argv[1:]), "models": {}}
+    out = Path(a.out)
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+    # --- the classifiers, round robin -----------------------------------------------------------
+    x1 = np.random.RandomState(0).randn(1, 1, 48, 48).astype(np.float32)
+    x64 = np.random.RandomState(1).randn(64, 1, 48, 48).astype(np.float32)
+    b1, b64 = {}, {}
+    for name, (path, backend) in models.items():
+        model, meta = load_model(path)
+        if backend == "torch":
+            model.eval()
+            b1[name] = lambda m=model: m(torch.from_numpy(x1))
+
+            def batched(m=model):
+                torch.set_num_threads(2)
+                with torch.no_grad():
+                    m(torch.from_numpy(x64))
+                torch.set_num_threads(1)
+            b64[name] = batched
+        else:
+            onnx = cached_onnx(model, meta, path) if backend == "onnx" else backend
+            o1, o2 = OnnxClassifier(onnx, 1), OnnxClassifier(onnx, 2)
+            b1[name] = lambda o=o1: o(x1)
+            b64[name] = lambda o=o2: o(x64)
+        result["models"][name] = {"file": str(path), "backend": backend if backend in ("torch", "onnx") else "onnx int8",
+                                  "arch": meta["arch"], "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                                  "mflops_per_face": round(count_flops(model.float(), (1, 1, 48, 48)) / 1e6, 1),
+                                  "weights_file_kb": round(Path(path).stat().st_size / 1024, 1)}
+    fer_run, fer_size = fer_classifier()
+    f1 = np.random.RandomState(0).rand(1, fer_size, fer_size, 1).astype(np.float32)
+    f64 = np.random.RandomState(1).rand(64, fer_size, fer_size, 1).astype(np.float32)
+    b1["fer (mini-Xception .tflite)"] = lambda: fer_run(f1)
+    b64["fer (mini-Xception .tflite)"] = lambda: fer_run(f64)
+    with torch.no_grad():
+        t1 = time_round_robin(b1, a.rounds, 50)
+        t64 = time_round_robin(b64, a.rounds, 3)
+    result["fer"] = {"classifier": "fer/data/emotion_model_quantized.tflite", "input": f"{fer_size}x{fer_size} gray"}
+    for name in b1:
+        entry = result["models"].get(name, result["fer"])
+        entry["classifier_ms_per_face_batch1_1thread"] = round(t1[name], 3)
+        entry["classifier_faces_per_s_batch64_2threads"] = round(64 / t64[name] * 1000, 1)
+        print(f"{name}: {t1[name]:.3f} ms/face at batch 1, {64 / t64[name] * 1000:.0f} faces/s at batch 64", flush=True)
+    save()
+
+    # --- end to end, interleaved with fer's pipeline ----------------------------------------------
+    from skimage import data
+    photos = []
+    if (TW / "index.csv").is_file():
+        rows = list(csv.DictReader(open(TW / "index.csv")))
+        photos = [str(TW / rows[i]["path"]) for i in np.random.RandomState(0).permutation(len(rows))[:a.photos]]
+    astronaut = data.astronaut()
+    detector = FER()
+    analyzers = {name: FaceAnalyzer(path, backend="onnx", threads=1) for name, (path, backend) in models.items()
+                 if backend == "onnx"}
+    e2e = {name: {"twperformers": [], "astronaut": []} for name in [*analyzers, "fer"]}
+    for fa in analyzers.values():
+        fa.analyze(astronaut)
+    detector.detect_emotions(cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    sets = [("astronaut", [astronaut] * 20)] + ([("twperformers", photos)] if photos else [])
+    for set_name, items in sets:
+        for item in items:
+            rgb = cv2.cvtColor(cv2.imread(item), cv2.COLOR_BGR2RGB) if isinstance(item, str) else item
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            for name, fa in analyzers.items():
+                t = time.perf_counter()
+                fa.analyze(rgb)
+                e2e[name][set_name].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            detector.detect_emotions(bgr)
+            e2e["fer"][set_name].append((time.perf_counter() - t) * 1000)
+    for name, sets_ in e2e.items():
+        entry = result["models"].get(name, result["fer"])
+        entry["end_to_end_ms_per_photo"] = {k: round(float(np.median(v)), 1) for k, v in sets_.items() if v}
+        print(f"{name}: end to end {entry['end_to_end_ms_per_photo']}", flush=True)
+    save()
+
+    # --- accuracy -------------------------------------------------------------------------------
+    if not a.no_accuracy:
+        samples = read_photo_dataset(TW, "twperformers") if (TW / "index.csv").is_file() else None
+        for name, (path, backend) in models.items():
+            if backend == "torch":
+                continue  # the same weights as the ONNX Runtime row (its numbers are that row's)
+            entry = result["models"][name]
+            entry["ferplus"] = ferplus_scores(path, splits, None if backend == "onnx" else backend)
+            if samples is not None and backend == "onnx":
+                fa = analyzers[name]
+                r = evaluate_photos(fa, samples, n_boot=200, progress=False, log=lambda *_: None)
+                entry["twperformers"] = {"accuracy": round(r["accuracy"], 4), "macro_recall": round(r["macro_recall"], 4)}
+            print(f"{name}: {entry.get('ferplus')} {entry.get('twperformers')}", flush=True)
+            save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
