@@ -30,10 +30,13 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: os.PathLike) -> Path:
     args = example_inputs(model, (1, pre["channels"], pre["img_size"], pre["img_size"]))
     names = ["image", "landmarks"][:len(args)]  # landmarks: (batch, 68, 2) in input pixels
     buf = io.BytesIO()
+    import warnings
     try:
-        torch.onnx.export(model, args, buf, input_names=names, output_names=["logits"],
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
-                          dynamo=False, opset_version=17)
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: it exports these models
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, args, buf, input_names=names, output_names=["logits"],
+                              dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+                              dynamo=False, opset_version=17)
     except Exception as e:  # noqa: BLE001 - any exporter failure means: this model stays on PyTorch
         raise OnnxUnavailable(f"{meta.get('arch', type(model).__name__)}: ONNX export failed ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -1,0 +1,128 @@
+"""The fast path: ONNX Runtime inference (same probabilities as PyTorch, the export cached),
+threads, nothing loaded that classify_crops does not use, the fastnet students, and distillation
+from a teacher's cached logits."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from ferlab.app.analyzer import FaceAnalyzer
+from ferlab.engine.checkpoint import save_model
+
+
+def test_onnx_backend_gives_the_pytorch_probabilities():
+    a, b = FaceAnalyzer(backend="onnx"), FaceAnalyzer(backend="torch")
+    assert (a.backend, b.backend) == ("onnx", "torch")
+    crops = np.random.RandomState(0).randint(0, 255, (5, 1, 48, 48)).astype(np.uint8)
+    assert np.abs(a.predict_tensor(crops) - b.predict_tensor(crops)).max() < 1e-4
+    fa, fb = a.analyze(data.astronaut()), b.analyze(data.astronaut())
+    assert fa[0]["label"] == fb[0]["label"] == "happiness"
+    assert max(abs(fa[0]["probs"][k] - fb[0]["probs"][k]) for k in a.labels) < 1e-4
+    flip_a, flip_b = FaceAnalyzer(backend="onnx", flip_tta=True), FaceAnalyzer(backend="torch", flip_tta=True)
+    assert np.abs(flip_a.predict_tensor(crops) - flip_b.predict_tensor(crops)).max() < 1e-4
+
+
+def test_the_export_is_made_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "cache"))
+    FaceAnalyzer(backend="onnx")
+    files = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    import ferlab.engine.onnx_runtime as ort_mod
+    monkeypatch.setattr(ort_mod, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
+    FaceAnalyzer(backend="onnx")
+    assert files[0].stat().st_mtime_ns == mtime
+
+
+def test_classify_crops_loads_no_detector_or_landmarker():
+    fa = FaceAnalyzer()
+    assert fa._detector is None and fa._landmarker is None
+    r = fa.classify_crops([data.astronaut()[60:200, 160:300]])
+    assert r[0]["label"] and fa._detector is None and fa._landmarker is None
+    fa.analyze(data.astronaut())
+    assert fa._detector is not None and fa._landmarker is not None
+
+
+@pytest.mark.parametrize("kw", [{"backend": "tensorrt"}, {"threads": 0}, {"detector": "mtcnn"}])
+def test_bad_engine_settings_are_refused_at_once(kw):
+    with pytest.raises(ValueError):
+        FaceAnalyzer(**kw)
+
+
+def test_a_model_onnx_cannot_take_stays_on_pytorch(monkeypatch):
+    import ferlab.engine.onnx_runtime as ort_mod
+
+    def refuse(model, meta, path):
+        raise ort_mod.OnnxUnavailable("test: this model does not export")
+    monkeypatch.setattr(ort_mod, "cached_onnx", refuse)
+    fa = FaceAnalyzer()
+    assert fa.backend == "torch" and "does not export" in fa.backend_note
+    with pytest.raises(ValueError, match="does not export"):
+        FaceAnalyzer(backend="onnx")
+
+
+@pytest.mark.parametrize("name", ["fastnet_s", "fastnet_m", "fastnet_l"])
+def test_students_are_small_and_export(name, tmp_path):
+    from ferlab.engine.onnx_runtime import OnnxClassifier, export_onnx
+    from ferlab.engine.profiling import count_flops
+    from ferlab.models import create_model
+    m = create_model(name, num_classes=8, in_chans=1).eval()
+    assert count_flops(m, (1, 1, 48, 48)) < 0.2 * count_flops(create_model("resnet18", num_classes=8, in_chans=1),
+                                                              (1, 1, 48, 48))
+    x = torch.randn(3, 1, 48, 48)
+    path = export_onnx(m, {"preprocess": {"img_size": 48, "channels": 1}}, tmp_path / "m.onnx")
+    with torch.no_grad():
+        assert np.abs(OnnxClassifier(path)(x.numpy()) - m(x).numpy()).max() < 1e-4
+
+
+def test_distillation_learns_from_a_teachers_cached_logits(class_folder_dataset, tmp_path):
+    from ferlab.engine.config import load_config
+    from ferlab.engine.distill import distill
+    from ferlab.losses.distillation import DistillationLoss
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
+    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
+    save_model(tmp_path / "teacher", teacher, meta)
+    cfg = load_config(None, [
+        "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
+        "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.003",
+        "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=2", "train.batch_size=8", "train.threads=1",
+        "train.progress=false", f"train.out_dir={tmp_path / 'run'}", "augment.erasing=0",
+        f"distill.teacher={tmp_path / 'teacher.safetensors'}", "distill.temperature=2.0", "distill.alpha=1.0"])
+    log = []
+    r = distill(cfg, log=log.append)
+    assert r["best_epoch"] >= 0 and "test" in r
+    assert any("teacher logits cached" in m for m in log)
+    cache = torch.load(tmp_path / "run" / "teacher_logits.pt", weights_only=True)
+    assert cache["train"].shape == cache["train_flip"].shape == (36, 3)
+    meta_out = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert meta_out["distilled_from"]["teacher"].endswith("teacher.safetensors")
+    # alpha 1: the loss is the teacher's KL only; a student equal to the teacher has none
+    loss = DistillationLoss(2.0, 1.0)
+    z = torch.randn(4, 3)
+    assert float(loss(z, z, torch.full((4, 3), 1 / 3))) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(z, -z, torch.full((4, 3), 1 / 3))) > 0.1
+    # a second run reads the cache instead of computing the teacher again
+    log2 = []
+    distill({**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "run2")},
+             "distill": {**cfg["distill"], "cache_file": str(tmp_path / "run" / "teacher_logits.pt")}}, log=log2.append)
+    assert not any("teacher logits cached" in m for m in log2)
+
+
+def test_distillation_refuses_a_teacher_of_other_labels(class_folder_dataset, tmp_path):
+    from ferlab.engine.config import load_config
+    from ferlab.engine.distill import distill
+    from ferlab.models import create_model
+    save_model(tmp_path / "t", create_model("fastnet_s", num_classes=8, in_chans=1),
+               {"arch": "fastnet_s", "labels": ["a", "b", "c", "d", "e", "f", "g", "h"], "model_kwargs": {"in_chans": 1},
+                "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}})
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={class_folder_dataset}",
+                             "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "data.channels=1",
+                             "model.name=fastnet_s", f"train.out_dir={tmp_path / 'r'}", "train.progress=false",
+                             f"distill.teacher={tmp_path / 't.safetensors'}"])
+    with pytest.raises(ValueError, match="predicts"):
+        distill(cfg)
