@@ -5,7 +5,9 @@ Per video: frames/s end to end through `ferlab.app.video.run_video` (decode, det
 align, model, write; every frame analysed) with the time split by stage, and the process's RSS at
 frame 1,000 and at the last frame (memory must stay flat).
 
-    .venv/bin/python benchmarks/video.py [--frames 3000]   -> benchmarks/results/video.json
+    .venv/bin/python benchmarks/video.py [--frames 3000] [--detect-every 1,5] [--long-frames 20000]
+        -> benchmarks/results/video.json
+    .venv/bin/python benchmarks/video.py --make-video four.mp4 [--faces 4] [--seconds 10]   # a test video
 """
 from __future__ import annotations
 
@@ -177,7 +179,14 @@ def main():
     ap.add_argument("--backends", default="torch,onnx")
     ap.add_argument("--long-frames", type=int, default=0, help="also a 1-face run this long, for memory (20000)")
     ap.add_argument("--long-detect-every", type=int, default=5)
+    ap.add_argument("--make-video", metavar="PATH", help="only write a generated test video (see --faces, --seconds)")
+    ap.add_argument("--faces", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=10.0)
     a = ap.parse_args()
+    if a.make_video:  # e.g. the README's example: then `ferlab video PATH`
+        make_video(Path(a.make_video), int(a.seconds * 30), a.faces)
+        print(f"wrote {a.make_video}: {a.faces} face(s), {a.seconds:g} s at 30 fps, 640x480")
+        return
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -107,3 +107,16 @@ def test_detection_rows_are_published_as_recorded():
     assert set(rec["detectors"]) == {"blazeface", "blazeface-full", "hog", "haar"}
     for name, r in rec["detectors"].items():
         assert f"| `{name}` | {detection_cells(r)} |" in README, f"detection row {name!r}"
+
+
+def test_serve_load_rows_are_published_as_recorded():
+    rec = json.loads((RESULTS / "serve_load.json").read_text())
+    assert [r["clients"] for r in rec["levels"]] == [1, 4, 16, 64]
+    for r in rec["levels"]:
+        lat = r["latency_ms"]
+        row = (f"| {r['clients']} | {r['requests_per_s']:.1f} | {r['faces_per_s']:.1f} | "
+               f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} | {r['errors']} | {r['busy_503_with_retry_after']} |")
+        assert row in README, f"serve load row for {r['clients']} clients: {row}"
+    assert f"{rec['throughput_16_over_1']:.1f}x the throughput at 16 clients" in README
+    assert f"{rec['soak']['rss_growth_after_1000_requests_mb']} MB growth" in README
+    assert all(rec["targets"].values())
