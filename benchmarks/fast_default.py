@@ -131,6 +131,10 @@ def main() -> int:
         imgs, _ = load_images(tr.subset(np.sort(idx)), 48, 1)
         quantize_int8(cached_onnx(tmodel, tmeta, teacher), int8_path, normalise(torch.from_numpy(imgs), tmeta["preprocess"]).numpy())
     models["resnet18 int8 (ONNX Runtime, static)"] = (teacher, str(int8_path))
+    dyn_path = int8_path.with_name("default-int8-dynamic.onnx")
+    if not dyn_path.is_file():  # weights only, activations quantised on the fly
+        quantize_int8(cached_onnx(tmodel, tmeta, teacher), dyn_path)
+    models["resnet18 int8 (ONNX Runtime, dynamic)"] = (teacher, str(dyn_path))
     for spec in a.student:
         name, _, path = spec.partition("=")
         models[name] = (Path(path).with_suffix(".safetensors"), "onnx")

@@ -41,10 +41,11 @@ from .train import (
     build_scheduler,
     end_epoch,
     epoch_record,
+    finish_run,
     load_split_arrays,
     model_meta,
     pick_device,
-    resume_state,
+    resume_loop,
 )
 
 
@@ -150,17 +151,7 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
     targets_all = torch.from_numpy(tr.targets)
     mode = dcfg.get("label_mode", "majority")
     epochs = int(cfg["schedule"]["epochs"])
-    best, history, start_epoch = {"valid_accuracy": -1.0, "epoch": -1}, [], 0
-    resumed = resume_state(out, resume, log)
-    if resumed:
-        st, weights, history = resumed
-        model.load_state_dict(weights)
-        model.freeze_backbone(True)
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
-        start_epoch = int(st["epoch"]) + 1
-        log(f"resumed from epoch {start_epoch - 1} (best valid {best['valid_accuracy']:.4f} at epoch {best['epoch']})")
+    best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched, lambda: model.freeze_backbone(True))
     meta = model_meta(cfg, label_set, {"head_training": {"backbone_file": str(hcfg["backbone_file"])}})
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
@@ -195,11 +186,4 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
         history.append(epoch_record(epoch, loss_sum, correct, total, vm, opt, t0))
         best = end_epoch(out, model, meta, vm, history, best, epochs, log,
                          {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
-    result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
-              "history": history}
-    if "test" in splits and tcfg.get("evaluate_test", True):
-        from .evaluate import evaluate_checkpoint_on_split
-        result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"], out / "test",
-                                                      device=device)
-        log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
-    return result
+    return finish_run(out, best, history, splits, arrays, tcfg, device, log)

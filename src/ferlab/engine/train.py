@@ -176,6 +176,37 @@ def resume_state(out: Path, resume: bool, log, writer: bool = True):
     return st, weights, history
 
 
+def resume_loop(out: Path, resume: bool, log, model, opt, sched, after_weights=None) -> tuple[dict, list, int]:
+    """For the short loops built on these helpers (head training, distillation): (best, history,
+    first epoch), the model, optimiser and scheduler restored from the latest committed epoch
+    when resuming (`after_weights()` runs once the weights are in)."""
+    best, history, start = {"valid_accuracy": -1.0, "epoch": -1}, [], 0
+    resumed = resume_state(out, resume, log)
+    if resumed:
+        st, weights, history = resumed
+        model.load_state_dict(weights)
+        if after_weights is not None:
+            after_weights()
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        best = {"valid_accuracy": float(st["best_valid_accuracy"]), "epoch": int(st["best_epoch"])}
+        start = int(st["epoch"]) + 1
+        log(f"resumed from epoch {start - 1} (best valid {best['valid_accuracy']:.4f} at epoch {best['epoch']})")
+    return best, history, start
+
+
+def finish_run(out: Path, best: dict, history: list, splits: dict, arrays: dict, tcfg: dict, device, log,
+               landmarks=None) -> dict:
+    """The run's report; the test split evaluated once, through the best epoch's checkpoint."""
+    result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+              "history": history}
+    if "test" in splits and tcfg.get("evaluate_test", True):
+        result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"], out / "test",
+                                                      device=device, landmarks=landmarks)
+        log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
+    return result
+
+
 def check_resumable(out: Path) -> None:
     """--resume on a folder with no committed epoch is an error that names the folder."""
     if RunCheckpoints(out).latest() is None:
@@ -441,12 +472,11 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                               "scaler": scaler.state_dict()})
         if ddp:
             dist.barrier()
-    result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
-              "history": history}
-    if rank == 0 and "test" in splits and tcfg.get("evaluate_test", True):
-        result["test"] = evaluate_checkpoint_on_split(out / "best", splits["test"], arrays["test"],
-                                                      out / "test", device=device, landmarks=landmarks.get("test"))
-        log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
+    if rank == 0:
+        result = finish_run(out, best, history, splits, arrays, tcfg, device, log, landmarks.get("test"))
+    else:
+        result = {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+                  "history": history}
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
