@@ -272,6 +272,16 @@ class RunCheckpoints:
                 shutil.rmtree(self._unit(epoch), ignore_errors=True)
 
 
+def file_fingerprint(path, names=()) -> str:
+    """A short digest of a file's bytes and a list of names (e.g. the images something was computed
+    on): the key of a cache made from a model file."""
+    import hashlib
+    h = hashlib.sha256(Path(path).read_bytes())
+    for n in names:
+        h.update(str(n).encode())
+    return h.hexdigest()[:16]
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)

@@ -14,7 +14,6 @@ Config: a normal training config plus
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ..data.arrays import standardise
 from ..data.augment import augment_batch
 from ..losses.distillation import DistillationLoss
 from ..models import create_model, needs_landmarks
-from .checkpoint import load_model
+from .checkpoint import file_fingerprint, load_model
 from .config import check_values
 from .evaluate import normalise
 from .metrics import classification_metrics
@@ -63,13 +62,6 @@ def teacher_logits(teacher, meta: dict, teacher_path, images_u8: np.ndarray, fli
     return torch.cat(out)
 
 
-def _key(teacher_path, names) -> str:
-    h = hashlib.sha256(Path(teacher_path).read_bytes())
-    for n in names:
-        h.update(str(n).encode())
-    return h.hexdigest()[:16]
-
-
 def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     """Train cfg's model as a student of distill.teacher. Returns what engine.train.train returns."""
     check_values(cfg)
@@ -103,7 +95,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
                          **cfg["model"].get("kwargs", {})).to(device)
 
     cache_file = Path(dist_cfg.get("cache_file") or out / "teacher_logits.pt")
-    key = _key(teacher_path, [p.name for p in tr.paths] + [tp["img_size"], tp["channels"]])
+    key = file_fingerprint(teacher_path, [p.name for p in tr.paths] + [tp["img_size"], tp["channels"]])
     cache = None
     if cache_file.is_file():
         cache = torch.load(cache_file, weights_only=True)

@@ -22,7 +22,6 @@ Config: a normal training config plus
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from ..losses import build_loss, logits_of
 from ..models import create_model
 from ..models.weights import read_state_dict
+from .checkpoint import file_fingerprint
 from .evaluate import normalise
 from .metrics import classification_metrics
 from .train import (
@@ -86,13 +86,6 @@ def cache_features(model, images_u8: np.ndarray, norm: dict, device, batch_size:
     return tuple(torch.cat(p) for p in parts)
 
 
-def _fingerprint(path, names) -> str:
-    h = hashlib.sha256(Path(path).read_bytes())
-    for n in names:
-        h.update(str(n).encode())
-    return h.hexdigest()[:16]
-
-
 def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
     """Train a config's head on cached frozen-backbone features. Returns what ferlab.engine.train.train
     returns (best epoch, best valid accuracy, history, test metrics)."""
@@ -121,7 +114,7 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
 
     # the backbones' features: train (face and mirror image) and valid, once
     cache_file = Path(hcfg["cache_file"]) if hcfg.get("cache_file") else None
-    key = _fingerprint(hcfg["backbone_file"], [p.name for s in ("train", "valid") for p in splits[s].paths] + [size, ch])
+    key = file_fingerprint(hcfg["backbone_file"], [p.name for s in ("train", "valid") for p in splits[s].paths] + [size, ch])
     cache = None
     if cache_file is not None and cache_file.is_file():
         cache = torch.load(cache_file, weights_only=True)
