@@ -5,7 +5,7 @@ Per video: frames/s end to end through `ferlab.app.video.run_video` (decode, det
 align, model, write; every frame analysed) with the time split by stage, and the process's RSS at
 frame 1,000 and at the last frame (memory must stay flat).
 
-    .venv/bin/python benchmarks/video.py [--frames 3000] [--detect-every 1,5] [--long-frames 20000]
+    .venv/bin/python benchmarks/video.py [--frames 3000] [--runs onnx:1:default,onnx:5:fast] [--long-frames 20000]
         -> benchmarks/results/video.json
     .venv/bin/python benchmarks/video.py --make-video four.mp4 [--faces 4] [--seconds 10]   # a test video
 """
@@ -112,11 +112,11 @@ def rss_mb() -> float:
 
 
 def bench(n_faces: int, n_frames: int, tmp: Path, detect_every: int = 1, backend: str = "auto",
-          write_video: bool = False) -> dict:
+          write_video: bool = False, model: str | None = None) -> dict:
     path = tmp / f"faces{n_faces}_{n_frames}.mp4"
     if not path.is_file():
         make_video(path, n_frames, n_faces)
-    fa = FaceAnalyzer(backend=backend, threads=1)
+    fa = FaceAnalyzer(model, backend=backend, threads=1)
     timer = Timed(fa)
     va = VideoAnalyzer(fa, detect_every=detect_every)
     marks = {}
@@ -128,14 +128,15 @@ def bench(n_faces: int, n_frames: int, tmp: Path, detect_every: int = 1, backend
                 marks[i + 1] = rss_mb()
             yield rec
     va.frames = frames
-    out = tmp / f"out{n_faces}_{detect_every}_{backend}"
+    out = tmp / f"out{n_faces}_{detect_every}_{backend}_{model}"
     t = time.perf_counter()
     r = run_video(va, path, out, write_video=write_video, progress=False)
     total = time.perf_counter() - t
     rows = list(csv.DictReader(open(out / "frames.csv")))
     stages = {k: v / r["frames_analysed"] * 1000 for k, v in timer.t.items()}
     stages["decode_write_other"] = total / r["frames_analysed"] * 1000 - sum(stages.values())
-    return {"faces": n_faces, "detect_every": detect_every, "backend": fa.backend, "frames": r["frames_analysed"],
+    return {"faces": n_faces, "model": model or "default", "detect_every": detect_every, "backend": fa.backend,
+            "frames": r["frames_analysed"],
             "fps": round(r["frames_analysed"] / total, 2), "ms_per_frame": {k: round(v, 2) for k, v in stages.items()},
             "rows": len(rows), "face_tracks": len(r["faces"]), "rss_mb": {str(k): round(v, 1) for k, v in marks.items()},
             "_rows": rows}
@@ -175,10 +176,9 @@ def agreement(rows: list[dict], ref: list[dict]) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=3000)
-    ap.add_argument("--detect-every", default="1,5", help="detector intervals to measure (1 = every frame)")
-    ap.add_argument("--backends", default="torch,onnx")
+    ap.add_argument("--runs", default="torch:1:default,onnx:1:default,onnx:5:default,onnx:5:fast",
+                    help="BACKEND:DETECT_EVERY:MODEL per run; agreement is measured against the first")
     ap.add_argument("--long-frames", type=int, default=0, help="also a 1-face run this long, for memory (20000)")
-    ap.add_argument("--long-detect-every", type=int, default=5)
     ap.add_argument("--make-video", metavar="PATH", help="only write a generated test video (see --faces, --seconds)")
     ap.add_argument("--faces", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -190,24 +190,24 @@ def main():
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    ks = [int(v) for v in a.detect_every.split(",")]
+    plan = [(b, int(k), m) for b, k, m in (r.split(":") for r in a.runs.split(","))]
     runs = []
     with tempfile.TemporaryDirectory() as d:
         for n in (1, 4):
             ref = None
-            for backend in a.backends.split(","):
-                for k in ks:
-                    r = bench(n, a.frames, Path(d), k, backend)
-                    if ref is None:
-                        ref = r["_rows"]
-                    else:
-                        r["agreement_with_first_run"] = agreement(r["_rows"], ref)
-                    r.pop("_rows")
-                    print(json.dumps(r), flush=True)
-                    runs.append(r)
-        res = {"videos": runs, "reference_run": f"detect_every {ks[0]}, backend {a.backends.split(',')[0]}"}
+            for backend, k, model in plan:
+                r = bench(n, a.frames, Path(d), k, backend, model=None if model == "default" else model)
+                if ref is None:
+                    ref = r["_rows"]
+                else:
+                    r["agreement_with_first_run"] = agreement(r["_rows"], ref)
+                r.pop("_rows")
+                print(json.dumps(r), flush=True)
+                runs.append(r)
+        res = {"videos": runs, "reference_run": "backend {}, detect_every {}, model {}".format(*plan[0])}
         if a.long_frames:
-            r = bench(1, a.long_frames, Path(d), a.long_detect_every, a.backends.split(",")[-1])
+            backend, k, model = plan[-1]
+            r = bench(1, a.long_frames, Path(d), k, backend, model=None if model == "default" else model)
             r.pop("_rows")
             marks = r["rss_mb"]
             r["rss_growth_mb_frame_1000_to_last"] = round(marks[str(a.long_frames)] - marks["1000"], 1)
