@@ -109,6 +109,8 @@ def time_round_robin(entries: dict, rounds: int, reps: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH", help="a distilled model")
+    ap.add_argument("--min-face-row", type=int, default=80,
+                    help="also the first student with this --min-face (its end-to-end time and twperformers accuracy)")
     ap.add_argument("--photos", type=int, default=200, help="twperformers photos for the end-to-end timing")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-accuracy", action="store_true", help="timings only")
@@ -198,6 +200,12 @@ def main() -> int:
     detector = FER()
     analyzers = {name: FaceAnalyzer(path, backend="onnx", threads=1) for name, (path, backend) in models.items()
                  if backend == "onnx"}
+    if a.student and a.min_face_row:
+        first = a.student[0].partition("=")[0]
+        row = f"{first} (--min-face {a.min_face_row})"
+        analyzers[row] = FaceAnalyzer(models[first][0], backend="onnx", threads=1, min_face=a.min_face_row)
+        result["models"][row] = {**{k: v for k, v in result["models"][first].items() if not k.startswith("classifier")},
+                                 "min_face": a.min_face_row}
     e2e = {name: {"twperformers": [], "astronaut": []} for name in [*analyzers, "fer"]}
     for fa in analyzers.values():
         fa.analyze(astronaut)
@@ -223,12 +231,14 @@ def main() -> int:
     # --- accuracy -------------------------------------------------------------------------------
     if not a.no_accuracy:
         samples = read_photo_dataset(TW, "twperformers") if (TW / "index.csv").is_file() else None
-        for name, (path, backend) in models.items():
+        rows = [(n, *models[n]) for n in models] + [(n, None, "onnx") for n in analyzers if n not in models]
+        for name, path, backend in rows:
             if backend == "torch":
                 continue  # the same weights as the ONNX Runtime row (its numbers are that row's)
             entry = result["models"][name]
-            entry["ferplus"] = ferplus_scores(path, splits, None if backend == "onnx" else backend)
-            if samples is not None and backend == "onnx":
+            if path is not None:  # a --min-face row: the same classifier as its model's row
+                entry["ferplus"] = ferplus_scores(path, splits, None if backend == "onnx" else backend)
+            if samples is not None and name in analyzers:
                 fa = analyzers[name]
                 r = evaluate_photos(fa, samples, n_boot=200, progress=False, log=lambda *_: None)
                 entry["twperformers"] = {"accuracy": round(r["accuracy"], 4), "macro_recall": round(r["macro_recall"], 4)}

@@ -120,3 +120,16 @@ def test_serve_load_rows_are_published_as_recorded():
     assert f"{rec['throughput_16_over_1']:.1f}x the throughput at 16 clients" in README
     assert f"{rec['soak']['rss_growth_after_1000_requests_mb']} MB growth" in README
     assert all(rec["targets"].values())
+
+
+def test_video_rows_are_published_as_recorded():
+    rec = json.loads((RESULTS / "video.json").read_text())
+    for v in rec["videos"]:
+        m, ag = v["ms_per_frame"], v.get("agreement_with_first_run")
+        row = (f"| {v['faces']} | {v['model']} | {v['backend']} | {v['detect_every']} | {v['fps']:.1f} | "
+               f"{m['detect']:.1f} | {m['landmarks_align']:.1f} | {m['model']:.1f} | {m['decode_write_other']:.1f} | "
+               + (f"{ag['same_label']:.1%} / {ag['mean_box_iou']:.2f}" if ag else "(reference)") + " |")
+        assert row in README, f"video row {row}"
+    long = rec["long_run"]
+    assert long["frames"] == 20000 and long["rss_growth_mb_frame_1000_to_last"] < 50
+    assert f"+{long['rss_growth_mb_frame_1000_to_last']} MB" in README

@@ -32,7 +32,8 @@ DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
 
 def engine_opts(a) -> dict:
     """FaceAnalyzer's backend and thread options from a command's arguments."""
-    return {"backend": getattr(a, "backend", "auto"), "threads": getattr(a, "threads", None)}
+    return {"backend": getattr(a, "backend", "auto"), "threads": getattr(a, "threads", None),
+            "min_face": getattr(a, "min_face", 40)}
 
 
 def add_engine_opts(q) -> None:
@@ -40,6 +41,8 @@ def add_engine_opts(q) -> None:
                    help="model inference: ONNX Runtime (auto: when the model exports) or PyTorch")
     q.add_argument("--threads", type=whole_number(1), default=None,
                    help="the model's CPU threads (default 1 on ONNX Runtime: no oversubscription on a busy machine)")
+    q.add_argument("--min-face", type=whole_number(8), default=40,
+                   help="smallest face looked for, in pixels (BlazeFace; larger is faster on small photos)")
 
 
 def whole_number(lo: int, what: str = "a whole number"):

@@ -73,15 +73,16 @@ BACKENDS = ("auto", "torch", "onnx")
 class FaceAnalyzer:
     def __init__(self, model=None, detector: str = "auto", device: str | None = None, upsample: int = 1,
                  min_score: float | None = None, landmarks: str | None = None, flip_tta: bool = False,
-                 antialias: bool = True, backend: str = "auto", threads: int | None = None):
+                 antialias: bool = True, backend: str = "auto", threads: int | None = None, min_face: int = 40):
         """`landmarks`: 'dlib' (default), 'net' (the shipped landmark net) or landmark-net weights.
         `flip_tta`: average the probabilities of each face and its mirror image. `antialias`: area-
         average faces much larger than the model's input when aligning (off: a direct warp).
         `backend`: 'torch', 'onnx' (ONNX Runtime; the export made once and cached) or 'auto' (ONNX
         Runtime on a CPU when the model exports, else PyTorch). `threads`: the model's CPU threads
         (default 1 for ONNX Runtime, which does not oversubscribe a busy machine; PyTorch's own
-        setting is left alone unless given). The detector and landmarker load on first use, so
-        `classify_crops` loads neither."""
+        setting is left alone unless given). `min_face`: the smallest face BlazeFace looks for, in
+        pixels (40; larger skips tile levels of small photos: portraits go faster). The detector and
+        landmarker load on first use, so `classify_crops` loads neither."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
         if threads is not None and int(threads) < 1:
@@ -108,7 +109,9 @@ class FaceAnalyzer:
             raise ValueError("backend 'onnx' runs on the CPU: leave device unset or 'cpu'")
         if self.backend == "torch" and self.threads is not None:
             torch.set_num_threads(self.threads)
-        self.detector_args = {"method": detector, "upsample": upsample, "min_score": min_score}
+        if int(min_face) < 8:
+            raise ValueError(f"min_face must be at least 8 pixels, not {min_face}")
+        self.detector_args = {"method": detector, "upsample": upsample, "min_score": min_score, "min_face": int(min_face)}
         if detector not in DETECTORS:  # a bad name fails here, not at the first photo
             raise ValueError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)})")
         self.landmarks_spec = landmarks
