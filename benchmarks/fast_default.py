@@ -31,16 +31,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TW = ROOT.parent / "shared" / "data" / "twperformers"
-sys.path.insert(0, str(ROOT / "benchmarks" / "fer_standin"))
 
-from ferlab.app.analyzer import FaceAnalyzer, default_model_path  # noqa: E402
-from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset  # noqa: E402
-from ferlab.data.arrays import load_images, load_splits, restrict_labels  # noqa: E402
-from ferlab.engine.checkpoint import load_model  # noqa: E402
-from ferlab.engine.evaluate import normalise  # noqa: E402
-from ferlab.engine.metrics import classification_metrics  # noqa: E402
-from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_int8  # noqa: E402
-from ferlab.engine.profiling import count_flops, git_commit, machine_info, now_utc  # noqa: E402
+from ferlab.app.analyzer import FaceAnalyzer, default_model_path
+from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset
+from ferlab.data.arrays import load_images, load_splits, restrict_labels
+from ferlab.engine.checkpoint import load_model
+from ferlab.engine.evaluate import normalise
+from ferlab.engine.metrics import classification_metrics
+from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_int8
+from ferlab.engine.profiling import count_flops, git_commit, machine_info, now_utc
 
 
 def one_litert_thread():
@@ -106,6 +105,27 @@ def time_round_robin(entries: dict, rounds: int, reps: int) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def readme_rows(r: dict) -> list[str]:
+    """The README's fast-path table rows from a record (tests check the README against them)."""
+    def f(v, fmt):
+        return fmt.format(v) if v is not None else "–"
+    out = []
+    for name, m in r["models"].items():
+        fp, tw, e = m.get("ferplus", {}), m.get("twperformers", {}), m.get("end_to_end_ms_per_photo", {})
+        out.append(f"| {name} | {m['backend']} | {m['params_m']} M | {m['mflops_per_face']} | "
+                   f"{f(m.get('classifier_ms_per_face_batch1_1thread'), '{:.2f}')} | "
+                   f"{f(m.get('classifier_faces_per_s_batch64_2threads'), '{:,.0f}')} | "
+                   f"{f(fp.get('valid', {}).get('accuracy'), '{:.2%}')} | {f(fp.get('test', {}).get('accuracy'), '{:.2%}')} | "
+                   f"{f(tw.get('accuracy'), '{:.1%}')} | {f(tw.get('macro_recall'), '{:.1%}')} | "
+                   f"{f(e.get('twperformers'), '{:.1f}')} | {f(e.get('astronaut'), '{:.1f}')} |")
+    fer, e = r["fer"], r["fer"].get("end_to_end_ms_per_photo", {})
+    out.append(f"| `fer` (mini-Xception, its own Haar pipeline) | LiteRT | – | – | "
+               f"{fer['classifier_ms_per_face_batch1_1thread']:.2f} | {fer['classifier_faces_per_s_batch64_2threads']:,.0f} | "
+               f"– | – | 50.6% (issue's measurement) | 52.0% | {f(e.get('twperformers'), '{:.1f}')} | "
+               f"{f(e.get('astronaut'), '{:.1f}')} |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH", help="a distilled model")
@@ -116,6 +136,7 @@ def main() -> int:
     ap.add_argument("--no-accuracy", action="store_true", help="timings only")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fast_default.json"))
     a = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks" / "fer_standin"))  # fer's TensorFlow imports, for this run only
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

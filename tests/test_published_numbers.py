@@ -133,3 +133,11 @@ def test_video_rows_are_published_as_recorded():
     long = rec["long_run"]
     assert long["frames"] == 20000 and long["rss_growth_mb_frame_1000_to_last"] < 50
     assert f"+{long['rss_growth_mb_frame_1000_to_last']} MB" in README
+
+
+def test_fast_path_rows_are_published_as_recorded():
+    rec = json.loads((RESULTS / "fast_default.json").read_text())
+    for row in load_script("benchmarks/fast_default.py").readme_rows(rec):
+        assert row in README, f"fast path row not in the README: {row}"
+    fast = rec["models"]["fast"]
+    assert f"{fast['ferplus']['test']['accuracy']:.2%}" in README and f"{fast['twperformers']['accuracy']:.1%}" in README
