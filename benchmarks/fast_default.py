@@ -29,9 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-TW = ROOT.parent / "shared" / "data" / "twperformers"
-
 from ferlab.app.analyzer import FaceAnalyzer, default_model_path
 from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset
 from ferlab.data.arrays import load_images, load_splits, restrict_labels
@@ -40,6 +37,9 @@ from ferlab.engine.evaluate import normalise
 from ferlab.engine.metrics import classification_metrics
 from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_int8
 from ferlab.engine.profiling import count_flops, git_commit, machine_info, now_utc
+
+ROOT = Path(__file__).resolve().parents[1]
+TW = ROOT.parent / "shared" / "data" / "twperformers"
 
 
 def one_litert_thread():
