@@ -247,9 +247,10 @@ class VideoAnalyzer:
     `detect_every` k: the detector runs over the whole frame on every k-th analysed frame (and
     whenever no face is being followed); on the frames between, each face is followed: BlazeFace
     looks for it once, in a view two box sides wide centred where its last motion puts it (one
-    network pass, about 2 ms, against tens of ms for the whole frame's windows). A face it does not
-    find there is dropped at once (it left, or turned away); a face that enters is found at the next
-    whole-frame detection. HOG and Haar cannot look at one place: with them a face is followed by
+    network pass, about 2 ms, against tens of ms for the whole frame's windows). When a look does
+    not find its face (it left, turned away, or moved further than a face size), that frame is
+    detected whole instead, so a face that left is dropped at once and a fast one is found again; a
+    face that enters is found at the next whole-frame detection. HOG and Haar cannot look at one place: with them a face is followed by
     its landmarks (the shape predictor run in the box its previous landmarks give) until the next
     detection."""
 
@@ -276,6 +277,9 @@ class VideoAnalyzer:
                 dets, since_detect = self.fa.detect(rgb), 0
             else:
                 dets = distinct([(self.follow(rgb, f, framing.get(f["id"])), f) for f in followed])
+                if len(dets) < len(followed):  # a face was not where its look expected it: see the whole frame
+                    detect, since_detect = True, 0
+                    dets = self.fa.detect(rgb)
             since_detect += 1
             crops, pts, faces = self.fa.prepare_faces(rgb, detections=dets)
             for f, r in zip(faces, self.fa._records(self.fa.predict_tensor(crops, pts))):
