@@ -35,7 +35,7 @@ from ferlab.data.arrays import load_images, load_splits, restrict_labels
 from ferlab.engine.checkpoint import load_model
 from ferlab.engine.evaluate import normalise
 from ferlab.engine.metrics import classification_metrics
-from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_int8
+from ferlab.engine.onnx_runtime import OnnxClassifier, cached_onnx, quantize_onnx_int8
 from ferlab.engine.profiling import count_flops, git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,11 +152,11 @@ def main() -> int:
         tr = splits["train"]
         idx = np.random.RandomState(0).permutation(len(tr))[:512]
         imgs, _ = load_images(tr.subset(np.sort(idx)), 48, 1)
-        quantize_int8(cached_onnx(tmodel, tmeta, teacher), int8_path, normalise(torch.from_numpy(imgs), tmeta["preprocess"]).numpy())
+        quantize_onnx_int8(cached_onnx(tmodel, tmeta, teacher), int8_path, normalise(torch.from_numpy(imgs), tmeta["preprocess"]).numpy())
     models["resnet18 int8 (ONNX Runtime, static)"] = (teacher, str(int8_path))
     dyn_path = int8_path.with_name("default-int8-dynamic.onnx")
     if not dyn_path.is_file():  # weights only, activations quantised on the fly
-        quantize_int8(cached_onnx(tmodel, tmeta, teacher), dyn_path)
+        quantize_onnx_int8(cached_onnx(tmodel, tmeta, teacher), dyn_path)
     models["resnet18 int8 (ONNX Runtime, dynamic)"] = (teacher, str(dyn_path))
     for spec in a.student:
         name, _, path = spec.partition("=")

@@ -126,3 +126,12 @@ def test_distillation_refuses_a_teacher_of_other_labels(class_folder_dataset, tm
                              f"distill.teacher={tmp_path / 't.safetensors'}"])
     with pytest.raises(ValueError, match="predicts"):
         distill(cfg)
+
+
+def test_an_unwritable_onnx_cache_leaves_the_model_on_pytorch(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setenv("FERLAB_CACHE", str(blocker))  # the cache folder cannot be made
+    fa = FaceAnalyzer()
+    assert fa.backend == "torch" and "FERLAB_CACHE" in fa.backend_note
+    assert fa.classify_crops([data.astronaut()[60:200, 160:300]])[0]["label"]

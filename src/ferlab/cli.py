@@ -292,6 +292,7 @@ def cmd_export(a):
     from pathlib import Path
 
     from .engine.checkpoint import load_model, save_model
+    from .models import needs_landmarks
     model, meta = load_model(a.checkpoint)
     out = Path(a.out)
     meta = {**meta, "exported_from": str(a.checkpoint),
@@ -300,16 +301,9 @@ def cmd_export(a):
     save_model(out, model, meta, half=a.half, int8=a.int8)
     print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
     if a.onnx:
-        import torch
-
-        from .engine.profiling import example_inputs
-        pre = meta["preprocess"]
-        args = example_inputs(model, (1, pre["channels"], pre["img_size"], pre["img_size"]))
-        names = ["image", "landmarks"][:len(args)]  # landmarks: (batch, 68, 2) in input pixels
-        onnx_path = out.with_suffix(".onnx")
-        torch.onnx.export(model.float().eval(), args, str(onnx_path), input_names=names, output_names=["logits"],
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
-                          dynamo=False, opset_version=17)
+        from .engine.onnx_runtime import export_onnx
+        onnx_path = export_onnx(model, meta, out.with_suffix(".onnx"))
+        names = ["image", "landmarks"][:2 if needs_landmarks(model) else 1]  # landmarks: (batch, 68, 2) in input pixels
         print(f"wrote {onnx_path} (inputs: {', '.join(names)})")
     return 0
 

@@ -7,7 +7,6 @@ PyTorch stays for training and for models the exporter cannot take (`export_onnx
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,10 +14,11 @@ import numpy as np
 import torch
 
 from ..data.cache import atomic_write_bytes, cache_dir
+from .checkpoint import file_fingerprint
 from .profiling import example_inputs
 
 
-class OnnxUnavailable(RuntimeError):
+class OnnxUnavailable(ValueError):
     """ONNX Runtime missing, or a model the exporter cannot take."""
 
 
@@ -44,7 +44,7 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: os.PathLike) -> Path:
     return Path(path)
 
 
-def quantize_int8(src: os.PathLike, dst: os.PathLike, calibration: np.ndarray | None = None) -> Path:
+def quantize_onnx_int8(src: os.PathLike, dst: os.PathLike, calibration: np.ndarray | None = None) -> Path:
     """int8 weights and activations: static quantisation (QDQ, per-channel) calibrated on
     `calibration` (standardised images, (N, C, S, S) float32), or dynamic (weights only) without it."""
     from onnxruntime import quantization as q
@@ -69,19 +69,14 @@ def quantize_int8(src: os.PathLike, dst: os.PathLike, calibration: np.ndarray | 
     return dst
 
 
-def file_digest(path: os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:24]
-
-
 def cached_onnx(model: torch.nn.Module, meta: dict, weights_path: os.PathLike) -> Path:
     """The ONNX file of a model file, exported on first use into the cache (FERLAB_CACHE/onnx)."""
-    path = cache_dir() / "onnx" / f"{Path(weights_path).stem}-{file_digest(weights_path)}.onnx"
-    if not path.is_file():
-        export_onnx(model, meta, path)
+    try:
+        path = cache_dir() / "onnx" / f"{Path(weights_path).stem}-{file_fingerprint(weights_path)}.onnx"
+        if not path.is_file():
+            export_onnx(model, meta, path)
+    except OSError as e:  # an unwritable cache: the model stays on PyTorch rather than failing
+        raise OnnxUnavailable(f"the ONNX cache cannot be written ({e}; set FERLAB_CACHE)") from None
     return path
 
 
