@@ -77,7 +77,7 @@ def test_students_are_small_and_export(name, tmp_path):
         assert np.abs(OnnxClassifier(path)(x.numpy()) - m(x).numpy()).max() < 1e-4
 
 
-def test_distillation_learns_from_a_teachers_cached_logits(class_folder_dataset, tmp_path):
+def test_distillation_trains_on_the_teachers_logits_cached_once(class_folder_dataset, tmp_path):
     from ferlab.engine.config import load_config
     from ferlab.engine.distill import distill
     from ferlab.losses.distillation import DistillationLoss
@@ -126,6 +126,9 @@ def test_distillation_refuses_a_teacher_of_other_labels(class_folder_dataset, tm
                              f"distill.teacher={tmp_path / 't.safetensors'}"])
     with pytest.raises(ValueError, match="predicts"):
         distill(cfg)
+    for bad in ({"temperature": 0}, {"alpha": 2}, {"alpha": "much"}):
+        with pytest.raises(ValueError, match="distill"):
+            distill({**cfg, "distill": {**cfg["distill"], **bad}})
 
 
 def test_an_unwritable_onnx_cache_leaves_the_model_on_pytorch(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from skimage import data
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from ferlab.app.analyzer import FaceAnalyzer  # noqa: E402
 from ferlab.app.server import MicroBatcher, ServeSettings, create_app, png_bytes  # noqa: E402
@@ -131,7 +132,8 @@ def test_bad_bodies_get_json_errors_never_500(c, astronaut, kind):
 def test_clients_cannot_name_server_files(c, astronaut):
     r = c.post("/v1/analyze/batch", files=[("files", ("../../etc/passwd", astronaut, "image/png"))])
     assert r.json()["results"][0]["filename"] == "passwd"  # a label only, never opened
-    assert c.post("/v1/analyze?path=/etc/passwd", content=b"").status_code == 400
+    r = c.post("/v1/analyze?path=/etc/passwd&file=/etc/passwd", content=astronaut)
+    assert r.status_code == 200 and r.json()["faces"][0]["label"] == "happiness"  # such parameters are ignored
     for name in ("../server.py", "..%2Fserver.py", "index.html/../../server.py", "server.py"):
         assert c.get(f"/static/{name}").status_code == 404
     assert c.get("/static/app.js").status_code == 200
@@ -210,9 +212,10 @@ def test_api_key(fa, astronaut):
         assert ok.status_code == 200 and ok.json()["faces"]
         assert cl.get("/v1/models", headers={"X-API-Key": "s3cret"}).json()["settings"]["api_key_required"]
         assert cl.get("/healthz").status_code == 200  # liveness stays open
-        with pytest.raises(Exception):
-            with cl.websocket_connect("/v1/stream") as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with cl.websocket_connect("/v1/stream?key=wrong") as ws:
                 ws.receive_json()
+        assert closed.value.code == 1008
         with cl.websocket_connect("/v1/stream?key=s3cret") as ws:
             ws.send_bytes(astronaut)
             assert ws.receive_json()["faces"]

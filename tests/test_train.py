@@ -73,15 +73,20 @@ def test_config_errors(tmp_path):
     assert load_config(None, ["loss.logit_adjust=1.0"])["loss"]["logit_adjust"] == 1.0  # free-form section
 
 
-def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):
-    """torchrun with 2 CPU processes (gloo): both ranks train on their shards, rank 0 writes."""
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={class_folder_dataset}",
+def ddp_train_command(root, out, port: int) -> tuple[list[str], dict]:
+    """`ferlab train` under torchrun with 2 CPU processes (gloo) on the tiny class-folder set."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={root}",
            "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "schedule.epochs=2",
            "schedule.name=constant", "optim.name=adam", "optim.lr=0.002", "train.batch_size=8", "train.threads=1",
            "train.progress=false", f"train.out_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_ddp_two_processes_gloo(class_folder_dataset, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train on their shards, rank 0 writes."""
+    out = tmp_path / "ddp"
+    cmd, env = ddp_train_command(class_folder_dataset, out, 29517)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (out / "best.safetensors").is_file() and (out / "test_metrics.json").is_file()
@@ -125,12 +130,7 @@ def test_known_config_keys_follow_the_code_defaults():
 def test_ddp_resume_only_rank0_writes(class_folder_dataset, tmp_path):
     """Two gloo ranks resume from a committed epoch; the run then ends like an uninterrupted one."""
     out = tmp_path / "ddp_resume"
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
-            "-m", "ferlab.cli", "train", "-", "data.dataset=folder", f"data.root={class_folder_dataset}",
-            "data.labels=[neutral,happiness,surprise]", "data.img_size=32", "schedule.epochs=2",
-            "schedule.name=constant", "optim.name=adam", "optim.lr=0.002", "train.batch_size=8", "train.threads=1",
-            "train.progress=false", f"train.out_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base, env = ddp_train_command(class_folder_dataset, out, 29519)
     p = subprocess.run(base + ["train.stop_after_epochs=1"], capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     p = subprocess.run(base + ["--resume"], capture_output=True, text=True, timeout=300, env=env)

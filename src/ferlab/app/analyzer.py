@@ -257,7 +257,7 @@ class FaceAnalyzer:
             return [[] for _ in prepared]
         batch = np.concatenate(batches)
         pts = np.concatenate([p for b, p, _ in prepared if len(b)])
-        records = self._records(self.predict_tensor(batch, pts))
+        records = self.records(self.predict_tensor(batch, pts))
         out, i = [], 0
         for _, _, faces in prepared:
             for f in faces:
@@ -266,7 +266,8 @@ class FaceAnalyzer:
             out.append(faces)
         return out
 
-    def _records(self, probs: np.ndarray) -> list[dict]:
+    def records(self, probs: np.ndarray) -> list[dict]:
+        """Per face: probabilities by label, the top label and its probability."""
         out = []
         for p in probs:
             top = int(np.argmax(p))
@@ -276,12 +277,13 @@ class FaceAnalyzer:
 
     def classify_crops(self, crops) -> list[dict]:
         """Classify already-cropped faces (a list of arrays / PIL images / paths, or an (N,H,W[,C]) array)."""
-        return self._records(self.predict_tensor(*self.prepare_crops(crops)))
+        return self.records(self.predict_tensor(*self.prepare_crops(crops)))
 
-    def analyze(self, image, max_faces: int | None = None) -> list[dict]:
+    def analyze(self, image, max_faces: int | None = None, detections=None) -> list[dict]:
         """Every face of a photo (path, PIL image or array): box, detector score, 68 landmarks,
-        probabilities by label, top label. Faces are ordered by detector score."""
-        batch, pts, faces = self.prepare_faces(as_rgb(image), max_faces)
-        for f, r in zip(faces, self._records(self.predict_tensor(batch, pts))):
+        probabilities by label, top label. Faces are ordered by detector score. `detections`: faces
+        already found (see `prepare_faces`), instead of running the detector."""
+        batch, pts, faces = self.prepare_faces(as_rgb(image), max_faces, detections)
+        for f, r in zip(faces, self.records(self.predict_tensor(batch, pts))):
             f.update(r)
         return faces

@@ -178,7 +178,7 @@ class FerService:
         probs = await asyncio.wrap_future(self.batcher.submit(crops, pts))
         timings["model_ms"] = 1000 * (time.perf_counter() - t1)
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)
-        for f, r in zip(faces, self.fa._records(probs)):
+        for f, r in zip(faces, self.fa.records(probs)):
             f.update(r)
             if not landmarks:
                 f.pop("landmarks", None)

@@ -281,9 +281,7 @@ class VideoAnalyzer:
                     detect, since_detect = True, 0
                     dets = self.fa.detect(rgb)
             since_detect += 1
-            crops, pts, faces = self.fa.prepare_faces(rgb, detections=dets)
-            for f, r in zip(faces, self.fa._records(self.fa.predict_tensor(crops, pts))):
-                f.update(r)  # every face of the frame through the model in one batch
+            faces = self.fa.analyze(rgb, detections=dets)  # every face of the frame through the model in one batch
             ids = tracker.update([f["box"] for f in faces], index)
             last = {f["id"]: f["box"] for f in followed}
             out, followed = [], []

@@ -68,28 +68,32 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     dist_cfg = cfg.get("distill") or {}
     if not dist_cfg.get("teacher"):
         raise ValueError("distillation needs distill.teacher: a ferlab model file or a shipped name (default)")
+    try:  # bad values fail here, before the data and the teacher's logits are computed
+        criterion = DistillationLoss(float(dist_cfg.get("temperature", 4.0)), float(dist_cfg.get("alpha", 0.9)))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"distill.temperature / distill.alpha: {e}") from None
     tcfg, dcfg = cfg["train"], cfg["data"]
     out = Path(tcfg["out_dir"])
     if resume:
         check_resumable(out)
+    teacher_path = resolve_teacher(dist_cfg["teacher"])
+    teacher, tmeta = load_model(teacher_path)
+    if needs_landmarks(teacher):
+        raise ValueError(f"distill.teacher {teacher_path}: teachers that need landmarks are not supported")
+    tp = tmeta["preprocess"]
+    if (tp["img_size"], tp["channels"]) != (int(dcfg["img_size"]), int(dcfg["channels"])):
+        raise ValueError(f"distill.teacher takes {tp['img_size']}x{tp['img_size']}x{tp['channels']} faces; set "
+                         f"data.img_size={tp['img_size']} data.channels={tp['channels']}")
     device = pick_device()
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
     out.mkdir(parents=True, exist_ok=True)
     seed = int(tcfg.get("seed", 0))
     torch.manual_seed(seed)
-    teacher_path = resolve_teacher(dist_cfg["teacher"])
-    teacher, tmeta = load_model(teacher_path)
-    if needs_landmarks(teacher):
-        raise ValueError(f"distill.teacher {teacher_path}: teachers that need landmarks are not supported")
     splits, arrays = load_split_arrays(dcfg, seed)
     label_set = splits["train"].label_set
     if tuple(tmeta["labels"]) != tuple(label_set):
         raise ValueError(f"distill.teacher {teacher_path} predicts {tmeta['labels']}, the data has {list(label_set)}")
-    tp = tmeta["preprocess"]
-    if (tp["img_size"], tp["channels"]) != (int(dcfg["img_size"]), int(dcfg["channels"])):
-        raise ValueError(f"distill.teacher takes {tp['img_size']}x{tp['img_size']}x{tp['channels']} faces; set "
-                         f"data.img_size={tp['img_size']} data.channels={tp['channels']}")
     tr = splits["train"]
     model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=int(dcfg["channels"]),
                          **cfg["model"].get("kwargs", {})).to(device)
@@ -118,7 +122,6 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     if norm != {"mean": tp["mean"], "std": tp["std"]}:
         log(f"note: the student's norm {norm} differs from the teacher's ({tp['mean']}, {tp['std']})")
     aug = {**(cfg.get("augment") or {}), "flip": False}  # the flip is ours, with the matching logits
-    criterion = DistillationLoss(float(dist_cfg.get("temperature", 4.0)), float(dist_cfg.get("alpha", 0.9)))
     bs = int(tcfg["batch_size"])
     steps = max(1, len(tr) // bs)
     opt = build_optimizer(cfg, model)
