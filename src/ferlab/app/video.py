@@ -272,7 +272,7 @@ class VideoAnalyzer:
         followed: list[dict] = []  # the last analysed frame's faces: id, box, motion, landmarks
         since_detect = 0
         for index, t, rgb in src.frames:
-            detect = self.detect_every == 1 or since_detect % self.detect_every == 0 or not followed
+            detect = since_detect % self.detect_every == 0 or not followed
             if detect:
                 dets, since_detect = self.fa.detect(rgb), 0
             else:
