@@ -91,6 +91,12 @@ def ferplus_scores(model_path, splits, onnx_path=None) -> dict:
     return out
 
 
+# before each timed entry: long enough for the previous entry's thread pool to stop spinning (ONNX
+# Runtime's pool threads spin-wait after a run and took a core from the next entry: a two-thread
+# session timed right after another one ran at 2,038 faces/s, after this pause at 3,324)
+SETTLE_S = 0.05
+
+
 def time_round_robin(entries: dict, rounds: int, reps: int) -> dict:
     """Median ms per call of each entry, the entries timed in turn, `rounds` times over."""
     for f in entries.values():
@@ -98,6 +104,7 @@ def time_round_robin(entries: dict, rounds: int, reps: int) -> dict:
     times = {k: [] for k in entries}
     for _ in range(rounds):
         for k, f in entries.items():
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             for _ in range(reps):
                 f()

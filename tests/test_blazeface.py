@@ -68,6 +68,25 @@ def test_tiles_cover_the_frame_with_overlap():
     assert bf.tile_grid(100, 100, 160) == [(0, 0, 100)]
 
 
+@pytest.mark.parametrize("h, w, tile, overlap", [(480, 640, 160, 0.5), (256, 256, 160, 0.4), (300, 420, 160, 0.47)])
+def test_every_square_up_to_the_overlap_lies_inside_one_tile(h, w, tile, overlap):
+    tiles = bf.tile_grid(h, w, tile, overlap)
+    side = int(overlap * tile)
+    for y in range(0, h - side + 1, 7):
+        for x in range(0, w - side + 1, 7):
+            assert any(tx <= x and x + side <= tx + t and ty <= y and y + side <= ty + t for tx, ty, t in tiles), (x, y)
+
+
+def test_small_frames_get_as_few_tiles_as_their_faces_need(detector):
+    """A 640x480 frame keeps 3 levels x 50 % overlap (4 whole-frame views + 35 + 6 tiles); on a
+    256x256 photo the whole frame finds faces from 64 px, so the 160 px tiles need overlap by only
+    64 px: 2 x 2 tiles, not 3 x 3."""
+    n_whole = len(detector.WHOLE_FRAME_PADS)
+    assert len(detector.windows(480, 640)) == n_whole + 35 + 6
+    small = detector.windows(256, 256)
+    assert len(small) == n_whole + 4 and sorted({w[2] for w in small}) == [160, 256]
+
+
 def test_finds_the_astronaut_with_plausible_keypoints(astronaut, detector):
     dets = detector(astronaut)
     assert len(dets) == 1
@@ -168,3 +187,4 @@ def test_weighted_nms_drops_a_nested_duplicate():
     b, _, s, _ = bf.weighted_nms(boxes, np.zeros((3, 6, 2), np.float32), np.array([0.9, 0.6, 0.8], np.float32), 0.35)
     np.testing.assert_allclose(b, boxes[[0, 2]])
     assert s.tolist() == pytest.approx([0.9, 0.8])
+

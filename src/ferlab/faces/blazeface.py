@@ -11,9 +11,11 @@ Variants (`variant=`):
 - ``back``: 256x256 input, 896 anchors (strides 16, 32).
 
 A network sees the whole frame letterboxed to its input. Faces far smaller than the frame are
-found by also running it on overlapping square tiles (`tiles=True`, the default): a tile is
-sized so that the smallest face asked for (`min_face`, pixels) covers about a sixth of the
-network's input, so a 640x480 frame at min_face=40 adds 3 x 2 tiles of 240 px.
+found by also running it on overlapping square tiles (`tiles=True`, the default): a level of
+tiles per doubling of face size, the first sized so that the smallest face asked for (`min_face`,
+pixels) covers a quarter of the network's input, neighbours overlapping by the largest face the
+level must find whole: a 640x480 frame at min_face=40 adds 35 tiles of 160 px and 6 of 320 px, a
+256x256 photo 4 of 160 px.
 
 A detection's `box` is BlazeFace's own (brow to chin, ear to ear); `landmark_box` is that box
 moved and scaled to the framing of dlib's HOG boxes, which dlib's shape predictor was trained on
@@ -146,11 +148,13 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: fl
 
 
 def tile_grid(h: int, w: int, tile: int, overlap: float = 0.5) -> list[tuple[int, int, int]]:
-    """Square tiles (x0, y0, side) covering an h x w frame, overlapping by about `overlap`."""
+    """Square tiles (x0, y0, side) covering an h x w frame, neighbours overlapping by at least
+    `overlap` (a share of the tile's side): as few tiles as that allows, so that every square of
+    up to `overlap` tile sides lies whole inside one tile."""
     tile = int(min(tile, h, w))
     out = []
     for size, axis in ((w, 0), (h, 1)):
-        n = max(1, math.ceil((size - tile) / (tile * (1 - overlap))) + 1) if size > tile else 1
+        n = max(1, math.ceil((size - tile) / (tile * (1 - overlap)) - 1e-9) + 1) if size > tile else 1
         starts = np.linspace(0, size - tile, n).round().astype(int).tolist() if n > 1 else [max(0, (size - tile) // 2)]
         out.append(starts)
     return [(x, y, tile) for y in out[1] for x in out[0]]
@@ -284,7 +288,11 @@ class BlazeFaceDetector:
         if self.tiles:
             tile = int(round(self.min_face / self.MIN_FACE_FRACTION))
             while tile < side:
-                out += [(x, y, t, 0.0, t / 2) for x, y, t in tile_grid(h, w, tile)]
+                # neighbouring tiles overlap by the largest face this level must find whole: half a
+                # tile, or, at the last level, the smallest face the whole frame finds (a quarter of
+                # its side) when that is less (a 256 px photo: 2 x 2 tiles of 160 px, not 3 x 3)
+                needed = min(tile / 2, self.MIN_FACE_FRACTION * side) if 2 * tile >= side else tile / 2
+                out += [(x, y, t, 0.0, t / 2) for x, y, t in tile_grid(h, w, tile, overlap=needed / tile)]
                 tile *= 2
         return out
 
