@@ -113,6 +113,15 @@ def test_distillation_trains_on_the_teachers_logits_cached_once(class_folder_dat
     assert not any("teacher logits cached" in m for m in log2)
 
 
+def test_teacher_targets_follow_the_view_or_average_both():
+    from ferlab.engine.distill import teacher_targets
+    cache = {"train": torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]),
+             "train_flip": torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]])}
+    idx, mirrored = torch.tensor([2, 0]), torch.tensor([True, False])
+    assert teacher_targets(cache, idx, mirrored, False).tolist() == [[0.0, 3.0], [1.0, 0.0]]
+    assert teacher_targets(cache, idx, mirrored, True).tolist() == [[1.5, 1.5], [0.5, 0.5]]
+
+
 def test_distillation_refuses_a_teacher_of_other_labels(class_folder_dataset, tmp_path):
     from ferlab.engine.config import load_config
     from ferlab.engine.distill import distill
@@ -126,7 +135,7 @@ def test_distillation_refuses_a_teacher_of_other_labels(class_folder_dataset, tm
                              f"distill.teacher={tmp_path / 't.safetensors'}"])
     with pytest.raises(ValueError, match="predicts"):
         distill(cfg)
-    for bad in ({"temperature": 0}, {"alpha": 2}, {"alpha": "much"}):
+    for bad in ({"temperature": 0}, {"alpha": 2}, {"alpha": "much"}, {"flip_average": "yes"}):
         with pytest.raises(ValueError, match="distill"):
             distill({**cfg, "distill": {**cfg["distill"], **bad}})
 

@@ -10,7 +10,12 @@ through the best epoch's checkpoint, as `ferlab evaluate` would.
 
 Config: a normal training config plus
 
-    distill: {teacher: default, temperature: 4.0, alpha: 0.9, cache_file: runs/distill/teacher_logits.pt}
+    distill: {teacher: default, temperature: 4.0, alpha: 0.9, cache_file: runs/distill/teacher_logits.pt,
+              flip_average: false}
+
+`flip_average: true` teaches with the mean of the teacher's logits on a face and on its mirror image
+(the teacher with mirrored-face averaging: an ensemble of two views at no extra cost, both logits
+being cached anyway) for the face and its mirror alike.
 """
 from __future__ import annotations
 
@@ -62,6 +67,15 @@ def teacher_logits(teacher, meta: dict, teacher_path, images_u8: np.ndarray, fli
     return torch.cat(out)
 
 
+def teacher_targets(cache: dict, idx: torch.Tensor, mirrored: torch.Tensor, flip_average: bool) -> torch.Tensor:
+    """The teacher's logits for train faces `idx`, each shown mirrored where `mirrored`: the cached
+    logits of that view, or with `flip_average` the mean of both views' (the same for either view)."""
+    plain, flipped = cache["train"][idx], cache["train_flip"][idx]
+    if flip_average:
+        return (plain + flipped) / 2
+    return torch.where(mirrored.view(-1, 1), flipped, plain)
+
+
 def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     """Train cfg's model as a student of distill.teacher. Returns what engine.train.train returns."""
     check_values(cfg)
@@ -72,6 +86,9 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         criterion = DistillationLoss(float(dist_cfg.get("temperature", 4.0)), float(dist_cfg.get("alpha", 0.9)))
     except (TypeError, ValueError) as e:
         raise ValueError(f"distill.temperature / distill.alpha: {e}") from None
+    flip_average = dist_cfg.get("flip_average", False)
+    if not isinstance(flip_average, bool):
+        raise ValueError(f"distill.flip_average={flip_average!r}: must be true or false")
     tcfg, dcfg = cfg["train"], cfg["data"]
     out = Path(tcfg["out_dir"])
     if resume:
@@ -129,7 +146,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     epochs = int(cfg["schedule"]["epochs"])
     best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched)
     meta = model_meta(cfg, label_set, {"distilled_from": {"teacher": str(dist_cfg["teacher"]), **{
-        k: dist_cfg[k] for k in ("temperature", "alpha") if k in dist_cfg}}})
+        k: dist_cfg[k] for k in ("temperature", "alpha", "flip_average") if k in dist_cfg}}})
     x_all = torch.from_numpy(arrays["train"])
     targets_all = torch.from_numpy(tr.targets).float()
     if device.type == "cpu":
@@ -147,7 +164,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             m = mirror[idx]
             x = x_all[idx].float() / 255.0
             x = torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
-            t_logits = torch.where(m.view(-1, 1), cache["train_flip"][idx], cache["train"][idx]).to(device)
+            t_logits = teacher_targets(cache, idx, m, flip_average).to(device)
             x = standardise(augment_batch(x.to(device), aug, g), norm)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
