@@ -141,3 +141,17 @@ def test_fast_path_rows_are_published_as_recorded():
         assert row in README, f"fast path row not in the README: {row}"
     fast = rec["models"]["fast"]
     assert f"{fast['ferplus']['test']['accuracy']:.2%}" in README and f"{fast['twperformers']['accuracy']:.1%}" in README
+
+
+def test_prior_shift_bounds_are_published_as_recorded():
+    rec = json.loads((RESULTS / "prior_shift.json").read_text())
+    by = {r["ferplus_valid_floor"]: r for r in rec["rows"]}
+    base, kept, free = by[None], by[0.86], by[0.0]
+    assert base["offsets"] == {k: 0.0 for k in base["offsets"]}
+    assert kept["ferplus_valid"] >= 0.86 and free["twperformers_accuracy"] < 0.70
+    text = " ".join(README.split())
+    for cell in (f"valid at {kept['ferplus_valid']:.1%}, twperformers rises from {base['twperformers_accuracy']:.1%} to "
+                 f"{kept['twperformers_accuracy']:.1%} (FER+ test {kept['ferplus_test']:.1%})",
+                 f"reach {free['twperformers_accuracy']:.1%} (macro recall {free['twperformers_macro_recall']:.1%}) at "
+                 f"FER+ valid {free['ferplus_valid']:.1%}"):
+        assert cell in text, cell
