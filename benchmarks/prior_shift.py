@@ -23,7 +23,6 @@ import torch
 from ferlab.app.analyzer import FaceAnalyzer
 from ferlab.app.photo_eval import largest_face, read_photo_dataset
 from ferlab.data.arrays import load_images, restrict_labels
-from ferlab.engine.evaluate import normalise
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
