@@ -92,8 +92,8 @@ def ferplus_scores(model_path, splits, onnx_path=None) -> dict:
 
 
 # before each timed entry: long enough for the previous entry's thread pool to stop spinning (ONNX
-# Runtime's pool threads spin-wait after a run and took a core from the next entry: a two-thread
-# session timed right after another one ran at 2,038 faces/s, after this pause at 3,324)
+# Runtime's pool threads spin-wait after a run and took a core from the entry timed next: without
+# this pause the two-thread entries were timed slower than they run)
 SETTLE_S = 0.05
 
 

@@ -36,14 +36,20 @@ ROWS = {"hog_direct": dict(detector="hog", antialias=False), "blazeface": dict(a
         "antialias": dict(), "flip_tta": dict(flip_tta=True)}
 
 
+def ferplus_probs(fa: FaceAnalyzer, split):
+    """(the split's readable samples of the analyser's labels, their probabilities) for the FER+
+    crops of one split, the analyser's model on each crop as it is."""
+    s = restrict_labels(split, tuple(fa.labels))
+    imgs, ok = load_images(s, fa.pre["img_size"], fa.pre["channels"])
+    keep = np.flatnonzero(ok)
+    s, imgs = s.subset(keep), imgs[keep]
+    return s, np.concatenate([fa.predict_tensor(imgs[i:i + 512]) for i in range(0, len(imgs), 512)])
+
+
 def ferplus_scores(fa: FaceAnalyzer, splits: dict) -> dict:
     out = {}
     for name in ("valid", "test"):
-        s = restrict_labels(splits[name], tuple(fa.labels))
-        imgs, ok = load_images(s, fa.pre["img_size"], fa.pre["channels"])
-        keep = np.flatnonzero(ok)
-        s, imgs = s.subset(keep), imgs[keep]
-        probs = np.concatenate([fa.predict_tensor(imgs[i:i + 512]) for i in range(0, len(imgs), 512)])
+        s, probs = ferplus_probs(fa, splits[name])
         m = classification_metrics(s.labels, probs.argmax(1), tuple(fa.labels))
         out[name] = {"n": m["n"], "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
         for flag, mask in s.flags.items():

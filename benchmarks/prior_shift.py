@@ -22,7 +22,6 @@ import torch
 
 from ferlab.app.analyzer import FaceAnalyzer
 from ferlab.app.photo_eval import largest_face, read_photo_dataset
-from ferlab.data.arrays import load_images, restrict_labels
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,23 +43,26 @@ def photo_log_probs(fa: FaceAnalyzer, samples) -> np.ndarray:
 def ferplus_log_probs(fa: FaceAnalyzer) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from fast_default import ferplus_arrays
-    splits, out = ferplus_arrays(), {}
-    for name in ("valid", "test"):
-        s = restrict_labels(splits[name], tuple(fa.labels))
-        imgs, ok = load_images(s, fa.pre["img_size"], fa.pre["channels"])
-        keep = np.flatnonzero(ok)
-        s, imgs = s.subset(keep), imgs[keep]
-        probs = np.concatenate([fa.predict_tensor(imgs[i:i + 512]) for i in range(0, len(imgs), 512)])
-        out[name] = (np.log(np.maximum(probs, 1e-12)), np.asarray(s.labels))
+    from generalisation import ferplus_probs
+    out = {}
+    for name, split in ferplus_arrays().items():
+        if name in ("valid", "test"):
+            s, probs = ferplus_probs(fa, split)
+            out[name] = (np.log(np.maximum(probs, 1e-12)), np.asarray(s.labels))
     return out
 
 
+def predictions(x, b) -> np.ndarray:
+    """Top class of each row after the offsets; -1 (always wrong) for a photo with no face."""
+    return np.where(np.isfinite(x).all(1), np.argmax(x + b, 1), -1)
+
+
 def accuracy(x, y, b) -> float:
-    return float((np.argmax(x + b, 1) == y).mean())
+    return float((predictions(x, b) == y).mean())
 
 
 def recalls(x, y, b, classes) -> dict:
-    p = np.argmax(x + b, 1)
+    p = predictions(x, b)
     return {c: float((p[y == i] == i).mean()) for i, c in classes}
 
 

@@ -187,4 +187,3 @@ def test_weighted_nms_drops_a_nested_duplicate():
     b, _, s, _ = bf.weighted_nms(boxes, np.zeros((3, 6, 2), np.float32), np.array([0.9, 0.6, 0.8], np.float32), 0.35)
     np.testing.assert_allclose(b, boxes[[0, 2]])
     assert s.tolist() == pytest.approx([0.9, 0.8])
-
