@@ -75,6 +75,7 @@ CASES = [  # (argv, extra environment, text the one error line must hold)
     (["train", "-", "distill.teacher={d}/nowhere"], {}, "no such model file"),
     (["train", "-", "distill.teacher=default", "distill.temperature=0"], {}, "distill.temperature"),
     (["train", "-", "distill.teacher=default", "distill.flip_average=maybe"], {}, "distill.flip_average"),
+    (["train", "-", "augment.aspect=0.5"], {}, "augment.aspect"),
     (["video", "{d}/nothing.mp4", "--detect-every", "0"], {}, "must be at least 1"),
     (["predict", IMG, "--min-face", "2"], {}, "must be at least 8"),
     (["models"], {"FERLAB_CACHE": "{d}/a_file"}, None),  # a command that needs no cache still works

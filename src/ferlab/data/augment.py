@@ -61,15 +61,22 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator, points:
     rot = cfg.get("rotate") or 0.0
     s_lo, s_hi = cfg.get("scale") or (1.0, 1.0)
     tr = cfg.get("translate") or 0.0
-    if rot or s_lo != 1.0 or s_hi != 1.0 or tr or cfg.get("flip"):
+    asp = float(cfg.get("aspect") or 1.0)
+    if rot or s_lo != 1.0 or s_hi != 1.0 or tr or cfg.get("flip") or asp != 1.0:
         ang = _uniform(n, -rot, rot, g, dev) * math.pi / 180
         scale = _uniform(n, s_lo, s_hi, g, dev)
         flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0).to(dev) if cfg.get("flip") \
             else torch.ones(n, device=dev)
         tx, ty = _uniform(n, -tr, tr, g, dev) * 2, _uniform(n, -tr, tr, g, dev) * 2
-        cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
-                             torch.stack([sin * flip, cos, ty], 1)], 1).to(x.dtype)
+        # aspect: the face stretched by r vertically against 1/r horizontally (sqrt each way), r
+        # log-uniform in [1/aspect, aspect] -- photos resized without keeping their aspect ratio,
+        # anamorphic video, a wrongly set webcam; drawn only when set, so other runs keep their stream
+        r = torch.exp(_uniform(n, -math.log(asp), math.log(asp), g, dev)).sqrt() if asp != 1.0 \
+            else torch.ones(n, device=dev)
+        sx, sy = scale / r, scale * r
+        c, s = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([c * flip / sx, -s / sy, tx], 1),
+                             torch.stack([s * flip / sx, c / sy, ty], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if points is not None:
