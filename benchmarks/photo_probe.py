@@ -5,7 +5,8 @@ aligned face is then made several ways before the model sees it, each a hypothes
 sharp studio photo differs from a FER+ crop:
 - framing: the alignment template zoomed in or out (`zoom`), moved up or down (`shift`);
 - aspect: the photo stretched vertically before alignment (`stretch_y`: the set's photos were resized
-  to 256x256 without keeping their aspect ratio, and the faces look squashed);
+  to 256x256 without keeping their aspect ratio, and the faces look squashed), or the face brought
+  to the template's proportions by a full affine map of its five points (`affine_align`);
 - resolution: blurred, or brought down to 24 px and back up (many FER2013 faces are upscaled);
 - tone: gamma, histogram equalisation, CLAHE, contrast;
 - compression: JPEG at quality 20.
@@ -28,7 +29,7 @@ from ferlab.app.analyzer import FaceAnalyzer
 from ferlab.app.photo_eval import largest_face, read_photo_dataset
 from ferlab.data.imageio import as_rgb
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
-from ferlab.faces.align import TEMPLATES, align_face
+from ferlab.faces.align import TEMPLATES, align_face, five_points
 
 ROOT = Path(__file__).resolve().parents[1]
 TW = ROOT.parent / "shared" / "data" / "twperformers"
@@ -41,8 +42,23 @@ def template(zoom: float = 1.0, shift: float = 0.0) -> np.ndarray:
     return ((t - 0.5) * zoom + 0.5 + np.array([0.0, shift], np.float32)).astype(np.float32)
 
 
+def affine_crop(rgb, lm, size, tpl) -> np.ndarray:
+    """The face warped by a full affine map (not a similarity) of its five points onto the template:
+    every face brought to the template's proportions, whatever its aspect."""
+    m, _ = cv2.estimateAffine2D(five_points(lm), tpl * size, method=cv2.LMEDS)
+    k = 4
+    big = m.copy()
+    big[:, :2] *= k
+    big[:, 2] = big[:, 2] * k + (k - 1) / 2.0
+    crop = cv2.warpAffine(rgb, big, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+
+
 def gray_crop(rgb, lm, size, tpl, stretch: float = 1.0) -> np.ndarray:
-    """The aligned gray face; `stretch` > 1 first stretches the photo (and its points) vertically."""
+    """The aligned gray face; `stretch` > 1 first stretches the photo (and its points) vertically;
+    stretch None: the affine alignment."""
+    if stretch is None:
+        return affine_crop(rgb, lm, size, tpl)
     if stretch != 1.0:
         rgb = cv2.resize(rgb, (rgb.shape[1], round(rgb.shape[0] * stretch)), interpolation=cv2.INTER_LINEAR)
         lm = lm * np.array([1.0, stretch], np.float32)
@@ -73,6 +89,7 @@ VARIANTS = {
     "shift_up_0.04": ({"shift": -0.04}, None), "shift_down_0.04": ({"shift": 0.04}, None),
     "stretch_y_1.1": ({"stretch": 1.1}, None), "stretch_y_1.2": ({"stretch": 1.2}, None),
     "stretch_y_1.33": ({"stretch": 1.33}, None), "stretch_y_0.9": ({"stretch": 0.9}, None),
+    "affine_align": ({"stretch": None}, None),
     "blur_0.7": ({}, lambda g: cv2.GaussianBlur(g, (0, 0), 0.7)),
     "blur_1.2": ({}, lambda g: cv2.GaussianBlur(g, (0, 0), 1.2)),
     "down_up_24": ({}, lambda g: cv2.resize(cv2.resize(g, (24, 24), interpolation=cv2.INTER_AREA), (48, 48),
@@ -87,7 +104,9 @@ VARIANTS = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="model name or weights (default: the shipped default)")
+    ap.add_argument("--only", default=None, help="comma-separated variants to print (nothing is recorded)")
     a = ap.parse_args()
+    variants = {k: VARIANTS[k] for k in a.only.split(",")} if a.only else VARIANTS
     if not (TW / "index.csv").is_file():
         raise SystemExit(f"{TW} is not here: this benchmark needs ../shared/data/twperformers")
     fa = FaceAnalyzer(a.model)
@@ -103,7 +122,7 @@ def main():
     y = np.asarray(tw.labels)
     present = sorted(set(y.tolist()))
     rows = {}
-    for name, (tkw, fn) in VARIANTS.items():
+    for name, (tkw, fn) in variants.items():
         tkw = dict(tkw)
         stretch = tkw.pop("stretch", 1.0)
         tpl = template(**tkw)
@@ -123,6 +142,8 @@ def main():
                       "predicted_neutral": int(np.sum(pred == names.index("neutral")))}
         print(f"{name:16s} acc {rows[name]['accuracy']:.3f} macro {rows[name]['macro_recall']:.3f} "
               f"neutral calls {rows[name]['predicted_neutral']}", flush=True)
+    if a.only:
+        return
     out = ROOT / "benchmarks" / "results" / "photo_probe.json"
     out.write_text(json.dumps({"model": str(fa.model_path), "twperformers": rows,
                                "command": "python benchmarks/photo_probe.py" + (f" --model {a.model}" if a.model else ""),
