@@ -11,6 +11,7 @@ Rows (each adds one change to the row above, unless it names another model):
 
     .venv/bin/python benchmarks/generalisation.py [--model la_finetune=runs/.../best.safetensors]
         -> benchmarks/results/generalisation.json
+    .venv/bin/python benchmarks/generalisation.py --add --model NAME=PATH   (one more row, the rest kept)
 
 FER+ test is evaluated here for rows whose model has been evaluated on it before (the shipped
 default: the same weights and numbers as benchmarks/results/resnet18_ferplus.json); a new model's
@@ -64,14 +65,23 @@ def main():
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                     help="another model to score on the shipped pipeline (its FER+ test from its own run)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--add", action="store_true",
+                    help="score only the --model rows and add them to the recorded table (each row keeps its "
+                         "own command, date and commit); the other rows stay as recorded")
     a = ap.parse_args()
+    if a.add and not a.model:
+        raise SystemExit("--add needs at least one --model NAME=PATH")
     if not (TW / "index.csv").is_file():
         raise SystemExit(f"{TW} is not here: this benchmark needs ../shared/data/twperformers")
     tw = read_photo_dataset(TW, "twperformers")
     splits = load_splits({"dataset": "ferplus", "label_mode": "majority"})
     rows = {}
     out_path = ROOT / "benchmarks" / "results" / "generalisation.json"
-    plan = [(name, None, kw) for name, kw in ROWS.items()]
+    record = {}
+    if a.add:
+        record = json.loads(out_path.read_text())
+        rows = record["rows"]
+    plan = [] if a.add else [(name, None, kw) for name, kw in ROWS.items()]
     for spec in a.model:
         name, _, path = spec.partition("=")
         plan.append((name, path, {}))
@@ -92,13 +102,20 @@ def main():
         row["twperformers"] = {k: r[k] for k in ("n", "accuracy", "macro_recall", "per_class_recall", "bootstrap",
                                                  "no_face", "predicted_counts", "subsets", "ms_per_image")}
         row["twperformers"]["no_face"] = r["no_face"]["n"]
+        if a.add:
+            row.update(command=f"python benchmarks/generalisation.py --add --model {name}={path}", date=now_utc(),
+                       git_commit=git_commit())
         rows[name] = row
         print(name, json.dumps({"valid": fer["valid"]["accuracy"], "test": row.get("ferplus_test", {}).get("accuracy"),
                                 "tw": r["accuracy"], "tw_macro": r["macro_recall"],
                                 "tw_agree": r["subsets"]["observers_agree"]["accuracy"]}), flush=True)
-        out_path.write_text(json.dumps({"rows": rows, "command": "python benchmarks/generalisation.py "
-                                        + " ".join(f"--model {m}" for m in a.model), "date": now_utc(),
-                                        "git_commit": git_commit(), "machine": machine_info()}, indent=2) + "\n")
+        if a.add:  # the table's own command, date and commit stay those of the rows it made
+            out = {**record, "rows": rows}
+        else:
+            out = {"rows": rows, "command": "python benchmarks/generalisation.py "
+                   + " ".join(f"--model {m}" for m in a.model), "date": now_utc(), "git_commit": git_commit(),
+                   "machine": machine_info()}
+        out_path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,17 @@ def test_prior_shift_bounds_are_published_as_recorded():
                  f"reach {free['twperformers_accuracy']:.1%} (macro recall {free['twperformers_macro_recall']:.1%}) at "
                  f"FER+ valid {free['ferplus_valid']:.1%}"):
         assert cell in text, cell
+
+
+def test_probe_numbers_are_published_as_recorded():
+    tw = json.loads((RESULTS / "photo_probe.json").read_text())["twperformers"]
+    gen = json.loads((RESULTS / "generalisation.json").read_text())["rows"]["antialias"]["twperformers"]
+    assert f"{tw['as_shipped']['accuracy']:.4f}" == f"{gen['accuracy']:.4f}"  # the probe's baseline is the pipeline
+    for name in ("blur_1.2", "down_up_24", "jpeg_20", "stretch_y_1.2", "stretch_y_0.9", "affine_align"):
+        assert f"{tw[name]['accuracy']:.1%}".replace("%", " %") in README, f"photo_probe {name}"
+    assert f"(macro recall {tw['stretch_y_1.2']['macro_recall']:.1%}".replace("%", " %") in README
+    geo = json.loads((RESULTS / "geometry_probe.json").read_text())["rows"]
+    alone = geo["geometry alone"]
+    assert f"reaches {alone['ferplus_valid']:.1%} on FER+ valid but {alone['twperformers']:.1%}".replace("%", " %") in README
+    assert f"{geo['cnn + 0.1 x geometry']['twperformers']:.1%} at 0.1".replace("%", " %") in README
+    assert f"{geo['cnn + 1.0 x geometry']['twperformers']:.1%}\nat 1.0".replace("%", " %") in README
