@@ -7,14 +7,16 @@ Rows (each adds one change to the row above, unless it names another model):
 - `blazeface`: BlazeFace front end (the new default detector)
 - `antialias`: faces larger than the model input area-averaged when aligning (the shipped pipeline)
 - `flip_tta`: probabilities averaged with the mirrored face (a FaceAnalyzer option, off by default)
-- any `--model NAME=PATH` given: that model on the shipped pipeline (e.g. a fine-tuned candidate)
+- any `--model NAME=PATH` given: that model on the shipped pipeline (e.g. a fine-tuned candidate); PATH
+  may name a shipped model (`fast`)
 
     .venv/bin/python benchmarks/generalisation.py [--model la_finetune=runs/.../best.safetensors]
         -> benchmarks/results/generalisation.json
     .venv/bin/python benchmarks/generalisation.py --add --model NAME=PATH   (one more row, the rest kept)
 
 FER+ test is evaluated here for rows whose model has been evaluated on it before (the shipped
-default: the same weights and numbers as benchmarks/results/resnet18_ferplus.json); a new model's
+default: the same weights and numbers as benchmarks/results/resnet18_ferplus.json; `fast`: as in
+benchmarks/results/fast_default.json); a new model's
 test numbers come from the one test pass of its own training run.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.app.analyzer import FaceAnalyzer
+from ferlab.app.analyzer import FaceAnalyzer, shipped_models
 from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset
 from ferlab.data.arrays import load_images, load_splits, restrict_labels
 from ferlab.engine.metrics import classification_metrics
@@ -91,7 +93,7 @@ def main():
         fer = ferplus_scores(fa, splits)
         row["ferplus_valid"] = fer["valid"]
         run_test = Path(path).parent / "test_metrics.json" if path else None
-        if path is None:
+        if path is None or path in shipped_models():  # shipped weights: their test numbers are published already
             row["ferplus_test"] = fer["test"]
         elif run_test and run_test.is_file():
             t = json.loads(run_test.read_text())
