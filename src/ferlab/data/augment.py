@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "translate": 0.08,
+DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "aspect": 1.0, "translate": 0.08,
                    "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25}
 
 
