@@ -81,6 +81,8 @@ def main():
     out_path = ROOT / "benchmarks" / "results" / "generalisation.json"
     record = {}
     if a.add:
+        if not out_path.is_file():
+            raise SystemExit(f"--add: {out_path} is not here; run the benchmark without --add first")
         record = json.loads(out_path.read_text())
         rows = record["rows"]
     plan = [] if a.add else [(name, None, kw) for name, kw in ROWS.items()]
@@ -106,7 +108,7 @@ def main():
         row["twperformers"]["no_face"] = r["no_face"]["n"]
         if a.add:
             row.update(command=f"python benchmarks/generalisation.py --add --model {name}={path}", date=now_utc(),
-                       git_commit=git_commit())
+                       git_commit=git_commit(), machine=machine_info())
         rows[name] = row
         print(name, json.dumps({"valid": fer["valid"]["accuracy"], "test": row.get("ferplus_test", {}).get("accuracy"),
                                 "tw": r["accuracy"], "tw_macro": r["macro_recall"],

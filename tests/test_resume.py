@@ -88,8 +88,8 @@ def test_kill_at_random_instants_then_resume_is_exact(reference, tmp_path):
     kills = 0
 
     def committed():  # a kill before the first commit leaves only a .tmp unit: start afresh then
-        ck = out / "checkpoints"
-        return ck.is_dir() and any(p.name.startswith("epoch-") and not p.name.endswith(".tmp") for p in ck.iterdir())
+        from ferlab.engine.checkpoint import RunCheckpoints
+        return bool(RunCheckpoints(out).committed())
     for delay in (5.0, 3.0, 2.0):
         proc = run(root, out, resume=committed(), wait=False)
         time.sleep(delay)
