@@ -29,7 +29,7 @@ from ferlab.app.analyzer import FaceAnalyzer
 from ferlab.app.photo_eval import largest_face, read_photo_dataset
 from ferlab.data.imageio import as_rgb
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
-from ferlab.faces.align import TEMPLATES, align_face, five_points
+from ferlab.faces.align import TEMPLATES, align_face, five_points, warp_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 TW = ROOT.parent / "shared" / "data" / "twperformers"
@@ -46,12 +46,7 @@ def affine_crop(rgb, lm, size, tpl) -> np.ndarray:
     """The face warped by a full affine map (not a similarity) of its five points onto the template:
     every face brought to the template's proportions, whatever its aspect."""
     m, _ = cv2.estimateAffine2D(five_points(lm), tpl * size, method=cv2.LMEDS)
-    k = 4
-    big = m.copy()
-    big[:, :2] *= k
-    big[:, 2] = big[:, 2] * k + (k - 1) / 2.0
-    crop = cv2.warpAffine(rgb, big, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.cvtColor(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(warp_crop(rgb, m, size), cv2.COLOR_RGB2GRAY)
 
 
 def gray_crop(rgb, lm, size, tpl, stretch: float = 1.0) -> np.ndarray:

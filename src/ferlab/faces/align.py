@@ -43,6 +43,14 @@ def align_face(image: np.ndarray, landmarks68: np.ndarray, size: int, template="
     bilinear warp samples every 2nd-3rd pixel and aliases (sharp, noisy crops unlike training faces);
     antialias=False gives that direct warp (for comparisons)."""
     m = similarity_matrix(five_points(landmarks68), template, size)
+    crop = warp_crop(image, m, size, antialias)
+    pts = np.asarray(landmarks68, np.float32) @ m[:, :2].T + m[:, 2]
+    return crop, pts, m
+
+
+def warp_crop(image: np.ndarray, m: np.ndarray, size: int, antialias: bool = True) -> np.ndarray:
+    """The size x size crop that the 2x3 map `m` (image -> crop pixels, any affine map) cuts from
+    `image`; with antialias, a face much larger than the crop is warped at up to 4x and area-averaged."""
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop pixels per image pixel
     k = int(min(4, np.floor(1.0 / scale))) if scale > 0 and antialias else 1
     if k >= 2:
@@ -50,11 +58,8 @@ def align_face(image: np.ndarray, landmarks68: np.ndarray, size: int, template="
         big[:, :2] *= k
         big[:, 2] = big[:, 2] * k + (k - 1) / 2.0  # pixel centres: crop pixel c covers big pixels k*c .. k*c+k-1
         crop = cv2.warpAffine(image, big, (size * k, size * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    else:
-        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    pts = np.asarray(landmarks68, np.float32) @ m[:, :2].T + m[:, 2]
-    return crop, pts, m
+        return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def estimate_template(landmarks: np.ndarray, crop_size: float) -> np.ndarray:
