@@ -22,6 +22,7 @@ import torch
 
 from ferlab.app.analyzer import FaceAnalyzer
 from ferlab.app.photo_eval import largest_face, read_photo_dataset
+from ferlab.data.arrays import default_ferplus_root
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,9 @@ def main() -> int:
     a = ap.parse_args()
     if not (TW / "index.csv").is_file():
         print(f"{TW}: twperformers not found", file=sys.stderr)
+        return 2
+    if not (default_ferplus_root() / "FER2013Train").is_dir():
+        print(f"{default_ferplus_root()}: FER+ not found (set FERLAB_FERPLUS)", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
     fa = FaceAnalyzer(a.model, backend="onnx", threads=1)

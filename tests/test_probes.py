@@ -1,6 +1,7 @@
 """The probes' own parts: template changes, the stretch before alignment, the landmark-shape
 features (benchmarks/photo_probe.py, benchmarks/geometry_probe.py)."""
 import numpy as np
+import pytest
 from conftest import load_script
 
 from ferlab.faces.align import TEMPLATES
@@ -52,3 +53,15 @@ def test_shape_features_are_the_points_in_the_template_frame():
     assert a.shape == (1, 136)
     assert np.allclose(a, b, atol=1e-3)  # position and size do not matter, only shape
     assert np.allclose(a.reshape(68, 2)[30], TEMPLATES["fer2013"][2], atol=1e-3)
+
+
+def test_prior_shift_without_ferplus_says_so(monkeypatch, tmp_path, capsys):
+    """No FER+ folder: a one-line reason and exit code 2, before any model loads (no traceback)."""
+    prior_shift = load_script("benchmarks/prior_shift.py")
+    if not (prior_shift.TW / "index.csv").is_file():
+        pytest.skip(f"{prior_shift.TW}: twperformers not here (the FER+ check comes after it)")
+    monkeypatch.setenv("FERLAB_FERPLUS", str(tmp_path / "no_ferplus"))
+    monkeypatch.setattr("sys.argv", ["prior_shift.py"])
+    monkeypatch.setattr(prior_shift, "FaceAnalyzer", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    assert prior_shift.main() == 2
+    assert "FER+ not found" in capsys.readouterr().err
