@@ -60,6 +60,22 @@ def test_predict_folder_with_broken_files(tmp_path, astronaut_file):
     assert "skipped 4 of 6 inputs" in p.stderr
 
 
+def test_fast_path_is_the_default_of_predict_video_and_serve(tmp_path, astronaut_file):
+    """Issue 24: the distilled student met the accuracy condition, so predict, video and serve run it
+    unless told otherwise; demo (and FaceAnalyzer()) keep the accurate ResNet-18."""
+    from ferlab.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args(["predict"]).model == "fast"
+    assert parser.parse_args(["video", "0"]).model == "fast"
+    assert parser.parse_args(["serve"]).model == "fast"
+    assert parser.parse_args(["demo"]).model is None
+    assert parser.parse_args(["predict", "--model", "default"]).model == "default"
+    p = run("predict", str(astronaut_file), "--out", str(tmp_path / "p"))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert rep["model"].endswith("fast.safetensors") and rep["results"][0]["faces"][0]["label"] == "happiness"
+
+
 @pytest.mark.parametrize("content,msg", [(None, "no such file"), (b"", "empty file"), (b"GIF89a-junk", "not an image")])
 def test_single_bad_input_is_one_message(tmp_path, content, msg):
     f = tmp_path / "x.png"
