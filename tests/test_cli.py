@@ -74,6 +74,8 @@ def test_fast_path_is_the_default_of_predict_video_and_serve(tmp_path, astronaut
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert rep["model"].endswith("fast.safetensors") and rep["results"][0]["faces"][0]["label"] == "happiness"
+    assert main(["predict", str(astronaut_file), "--model", "default", "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "predictions.json").read_text())["model"] == str(default_model_path())
 
 
 @pytest.mark.parametrize("content,msg", [(None, "no such file"), (b"", "empty file"), (b"GIF89a-junk", "not an image")])

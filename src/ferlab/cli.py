@@ -32,7 +32,13 @@ DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
 # the accurate default (FER+ test within 0.5 points, twperformers within 1; benchmarks/results/
 # fast_default.json). demo, evaluate, explain and FaceAnalyzer() keep the accurate ResNet-18.
 FAST_PATH_MODEL = "fast"
-FAST_PATH_HELP = "'fast', the distilled student"
+
+
+def add_model_opt(q, default=None) -> None:
+    """--model: a .safetensors path or a shipped name; None means the accurate shipped default."""
+    what = f"'{default}', the distilled student" if default == FAST_PATH_MODEL else "the accurate shipped default"
+    q.add_argument("--model", default=default,
+                   help=f"model .safetensors or shipped name ('default', 'fast'; default: {what})")
 
 
 def engine_opts(a) -> dict:
@@ -445,9 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out-dir", default=None)
     t.set_defaults(fn=cmd_train)
 
-    def face_opts(q, model=None, model_help="the accurate shipped default"):
-        q.add_argument("--model", default=model,
-                       help=f"model .safetensors or shipped name ('default', 'fast'; default: {model_help})")
+    def face_opts(q, model=None):
+        add_model_opt(q, model)
         q.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
         q.add_argument("--upsample", type=whole_number(0), default=1, help="dlib HOG upsampling (finds smaller faces)")
         q.add_argument("--min-score", type=finite_number, default=None,
@@ -463,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")
-    face_opts(q, FAST_PATH_MODEL, FAST_PATH_HELP)
+    face_opts(q, FAST_PATH_MODEL)
     q.set_defaults(fn=cmd_predict)
     d = sub.add_parser("demo", help="the main job: the shipped model on a real photo")
     d.add_argument("image", nargs="?", default=None)
@@ -510,16 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-frames", type=whole_number(1), default=None, help="stop after this many frames")
     v.add_argument("--no-video", action="store_true", help="no annotated video")
     v.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
-    v.add_argument("--model", default=FAST_PATH_MODEL,
-                   help=f"model .safetensors or shipped name ('default', 'fast'; default: {FAST_PATH_HELP})")
+    add_model_opt(v, FAST_PATH_MODEL)
     v.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     add_engine_opts(v)
     v.set_defaults(fn=cmd_video)
     sv = sub.add_parser("serve", help="a REST API, a webcam stream and a web page on this machine")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=whole_number(1), default=8000)
-    sv.add_argument("--model", default=FAST_PATH_MODEL,
-                    help=f"model .safetensors or shipped name ('default', 'fast'; default: {FAST_PATH_HELP})")
+    add_model_opt(sv, FAST_PATH_MODEL)
     sv.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     add_engine_opts(sv)
     sv.add_argument("--api-key", default=None,
@@ -548,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(fn=cmd_export)
     ex = sub.add_parser("explain", help="where the model looks (attention map or Grad-CAM) over each face, as a PNG")
     ex.add_argument("image", nargs="?", default=None, help="photo (default: the astronaut)")
-    ex.add_argument("--model", default=None, help="model .safetensors (default: the shipped model)")
+    add_model_opt(ex)
     ex.add_argument("--crop", action="store_true", help="the image is already a face crop (dataset image)")
     ex.add_argument("--max-faces", type=whole_number(1), default=4)
     ex.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
