@@ -1,6 +1,13 @@
-"""What each change gives beyond FER+: FER+ valid/test (majority protocol, the model on the FER+ crops)
-and twperformers through the whole photo pipeline (largest face; ../shared/data/twperformers, its
-README's protocol), one row per change.
+"""What each change gives beyond FER+, one row per change:
+- FER+ valid/test (majority protocol, the model on the FER+ crops);
+- twperformers through the whole photo pipeline (largest face; ../shared/data/twperformers, its
+  README's protocol; intervals resample performers);
+- with `--sets all` (rows added since faces from elsewhere joined training): SFEW 2.0 Val on the crop
+  protocol (the organisers' aligned face straight to the model, as papers report) and the pipeline
+  protocol (the face as a photo through detection and alignment, a miss counted wrong), intervals
+  resampling movies; ExpW valid and test through the pipeline, the face on the labelled box (IoU at
+  least 0.3, else "no face"), intervals resampling source photos. Every set reports the expected
+  calibration error (ECE, 15 bins, faces found) beside accuracy.
 
 Rows (each adds one change to the row above, unless it names another model):
 - `hog_direct`: the shipped default as it was: dlib HOG front end, alignment by a direct warp
@@ -13,6 +20,7 @@ Rows (each adds one change to the row above, unless it names another model):
     .venv/bin/python benchmarks/generalisation.py [--model la_finetune=runs/.../best.safetensors]
         -> benchmarks/results/generalisation.json
     .venv/bin/python benchmarks/generalisation.py --add --model NAME=PATH   (one more row, the rest kept)
+    .venv/bin/python benchmarks/generalisation.py --add --sets all --model NAME=PATH   (with SFEW and ExpW)
 
 FER+ test is evaluated here for rows whose model has been evaluated on it before (the shipped
 default: the same weights and numbers as benchmarks/results/resnet18_ferplus.json; `fast`: as in
@@ -28,13 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from ferlab.app.analyzer import FaceAnalyzer, shipped_models
-from ferlab.app.photo_eval import evaluate_photos, read_photo_dataset
+from ferlab.app.photo_eval import evaluate_crops, evaluate_photos, read_photo_dataset
 from ferlab.data.arrays import load_images, load_splits, restrict_labels
-from ferlab.engine.metrics import classification_metrics
+from ferlab.engine.metrics import classification_metrics, expected_calibration_error
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
-TW = ROOT.parent / "shared" / "data" / "twperformers"
+DATA = ROOT.parent / "shared" / "data"
+TW = DATA / "twperformers"
+PHOTO_KEYS = ("n", "accuracy", "macro_recall", "per_class_recall", "bootstrap", "ece", "ms_per_image")
 ROWS = {"hog_direct": dict(detector="hog", antialias=False), "blazeface": dict(antialias=False),
         "antialias": dict(), "flip_tta": dict(flip_tta=True)}
 
@@ -54,11 +64,30 @@ def ferplus_scores(fa: FaceAnalyzer, splits: dict) -> dict:
     for name in ("valid", "test"):
         s, probs = ferplus_probs(fa, splits[name])
         m = classification_metrics(s.labels, probs.argmax(1), tuple(fa.labels))
-        out[name] = {"n": m["n"], "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"]}
+        out[name] = {"n": m["n"], "accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"],
+                     "ece": expected_calibration_error(probs.max(1), probs.argmax(1) == s.labels)}
         for flag, mask in s.flags.items():
             if mask.dtype == bool and mask.any():
                 sub = classification_metrics(s.labels[~mask], probs.argmax(1)[~mask], tuple(fa.labels))
                 out[name][f"without_{flag}"] = {"n": sub["n"], "accuracy": sub["accuracy"]}
+    return out
+
+
+def photo_row(r: dict) -> dict:
+    """The recorded part of an `evaluate_photos` report."""
+    out = {k: r[k] for k in PHOTO_KEYS if k in r}
+    out["no_face"] = r["no_face"]["n"]
+    return out
+
+
+def elsewhere_scores(fa: FaceAnalyzer, n_boot: int) -> dict:
+    """SFEW 2.0 Val (crop and pipeline protocols) and ExpW valid / test (pipeline, labelled box)."""
+    sfew = read_photo_dataset(DATA / "sfew", "sfew", "test")  # SFEW's Val: the split papers report
+    out = {"sfew_val_crop": evaluate_crops(fa, sfew, n_boot),
+           "sfew_val_pipeline": photo_row(evaluate_photos(fa, sfew, None, n_boot=n_boot, progress=False))}
+    for split in ("valid", "test"):
+        expw = read_photo_dataset(DATA / "expw", "expw", split)
+        out[f"expw_{split}"] = photo_row(evaluate_photos(fa, expw, None, n_boot=n_boot, progress=False))
     return out
 
 
@@ -67,6 +96,8 @@ def main():
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                     help="another model to score on the shipped pipeline (its FER+ test from its own run)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--sets", choices=["ferplus_tw", "all"], default="ferplus_tw",
+                    help="all: also SFEW 2.0 Val (crop and pipeline) and ExpW valid/test")
     ap.add_argument("--add", action="store_true",
                     help="score only the --model rows and add them to the recorded table (each row keeps its "
                          "own command, date and commit); the other rows stay as recorded")
@@ -106,13 +137,28 @@ def main():
         row["twperformers"] = {k: r[k] for k in ("n", "accuracy", "macro_recall", "per_class_recall", "bootstrap",
                                                  "no_face", "predicted_counts", "subsets", "ms_per_image")}
         row["twperformers"]["no_face"] = r["no_face"]["n"]
+        row["twperformers"]["ece"] = r["ece"]
+        if a.sets == "all":
+            if not all((DATA / d / "index.csv").is_file() for d in ("sfew", "expw")):
+                raise SystemExit(f"--sets all needs {DATA / 'sfew'} and {DATA / 'expw'}")
+            row.update(elsewhere_scores(fa, a.bootstrap))
+            if run_test and run_test.is_file():  # the run's one test pass of its ExpW test faces (crops it aligned)
+                per = json.loads(run_test.read_text()).get("per_source", {})
+                if "ferplus" in per:  # a multi-source run: its FER+ test is the FER+ part of that pass
+                    row["ferplus_test"] = {"accuracy": per["ferplus"]["accuracy"],
+                                           "mean_class_accuracy": per["ferplus"]["mean_class_accuracy"],
+                                           "from": f"{run_test} (per_source.ferplus)"}
+        row["temperature"] = fa.temperature
         if a.add:
-            row.update(command=f"python benchmarks/generalisation.py --add --model {name}={path}", date=now_utc(),
+            sets = " --sets all" if a.sets == "all" else ""
+            row.update(command=f"python benchmarks/generalisation.py --add{sets} --model {name}={path}", date=now_utc(),
                        git_commit=git_commit(), machine=machine_info())
         rows[name] = row
         print(name, json.dumps({"valid": fer["valid"]["accuracy"], "test": row.get("ferplus_test", {}).get("accuracy"),
                                 "tw": r["accuracy"], "tw_macro": r["macro_recall"],
-                                "tw_agree": r["subsets"]["observers_agree"]["accuracy"]}), flush=True)
+                                "tw_agree": r["subsets"]["observers_agree"]["accuracy"],
+                                **{k: row[k]["accuracy"] for k in ("sfew_val_crop", "sfew_val_pipeline", "expw_valid",
+                                                                   "expw_test") if k in row}}), flush=True)
         if a.add:  # the table's own command, date and commit stay those of the rows it made
             out = {**record, "rows": rows}
         else:

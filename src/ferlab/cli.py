@@ -232,7 +232,8 @@ def cmd_models(a):
 
 
 def cmd_evaluate_photos(a):
-    """`ferlab evaluate MODEL --photos DATA`: every image through the photo pipeline, largest face."""
+    """`ferlab evaluate MODEL --photos DATA`: every image through the photo pipeline; the face on the
+    labelled box when the data gives one, else the largest."""
     from pathlib import Path
 
     from .app.analyzer import FaceAnalyzer
@@ -246,6 +247,7 @@ def cmd_evaluate_photos(a):
           f"macro recall {r['macro_recall']:.4f} [{b['macro_recall_95'][0]:.4f}, {b['macro_recall_95'][1]:.4f}] "
           f"(95 % intervals, resampling {b['resampled']})")
     print("recall: " + "  ".join(f"{k} {v:.3f}" for k, v in r["per_class_recall"].items()))
+    print(f"expected calibration error (faces found): {r['ece']:.4f}")
     print("predicted: " + "  ".join(f"{k} {v}" for k, v in r["predicted_counts"].items()))
     for flag, sub in r["subsets"].items():
         print(f"  subset {flag}: n={sub['n']} accuracy {sub['accuracy']:.4f} macro recall {sub['macro_recall']:.4f}")
@@ -316,6 +318,19 @@ def cmd_export(a):
         onnx_path = export_onnx(model, meta, out.with_suffix(".onnx"))
         names = ["image", "landmarks"][:2 if needs_landmarks(model) else 1]  # landmarks: (batch, 68, 2) in input pixels
         print(f"wrote {onnx_path} (inputs: {', '.join(names)})")
+    return 0
+
+
+def cmd_calibrate(a):
+    """`ferlab calibrate MODEL`: fit the model's temperature on its selection (valid) split."""
+    from .app.analyzer import resolve_model
+    from .engine.calibration import calibrate
+    from .engine.config import load_config
+    path = resolve_model(a.model)
+    data_cfg = load_config(a.config, a.overrides)["data"] if a.config else None
+    calibrate(path, data_cfg, write=not a.dry_run)
+    if not a.dry_run:
+        print(f"wrote the temperature into {path.with_suffix('.json')}")
     return 0
 
 
@@ -483,9 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--out", default=None, help="folder for metrics JSON, predictions CSV, confusion CSV/PNG")
     e.add_argument("--photos", default=None, metavar="DATA",
-                   help="evaluate through the photo pipeline (detection, landmarks, alignment, model; the largest "
-                        "face) on labelled photos: a folder of class folders, a CSV list (path,label[,subject]) or a "
-                        "folder with index.csv; MODEL may be 'default'")
+                   help="evaluate through the photo pipeline (detection, landmarks, alignment, model) on labelled "
+                        "photos: a folder of class folders, a CSV list (path,label[,subject][,box_x0,box_y0,box_x1,"
+                        "box_y1]) or a folder with index.csv; the face scored is the one on the labelled box when "
+                        "there is one, else the largest; MODEL may be 'default'")
     e.add_argument("--dataset", default=None, help="with --photos: a dataset reader by name (e.g. twperformers)")
     e.add_argument("--photo-split", default=None, help="with --photos: one split of the dataset (default: all)")
     e.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
@@ -549,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", action="store_true", help="also write OUT.onnx (float32)")
     x.add_argument("--drop-config", action="store_true", help="leave the training config out of the JSON")
     x.set_defaults(fn=cmd_export)
+    cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "
+                                          "mean what they say (stored in the model's JSON)")
+    cb.add_argument("model", help="a ferlab model file (PATH.safetensors with PATH.json) or a shipped name")
+    cb.add_argument("overrides", nargs="*", help="data.key=value overrides for --config")
+    cb.add_argument("--config", default=None, help="YAML config whose data section's valid split to use "
+                                                   "(default: the model's own training data)")
+    cb.add_argument("--dry-run", action="store_true", help="report the temperature and ECE, write nothing")
+    cb.set_defaults(fn=cmd_calibrate)
     ex = sub.add_parser("explain", help="where the model looks (attention map or Grad-CAM) over each face, as a PNG")
     ex.add_argument("image", nargs="?", default=None, help="photo (default: the astronaut)")
     add_model_opt(ex)

@@ -9,7 +9,6 @@ plain per-face records; and a direct classifier for already-cropped faces.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import torch
 from ..data.arrays import resize_face, standardise
 from ..data.imageio import as_rgb
 from ..engine.checkpoint import load_model
-from ..faces import FaceDetector, align_face
+from ..faces import FaceDetector
 from ..faces.detect import DETECTORS
+from ..faces.frontend import DETECT_MAX_SIDE, align_detections, detect_faces
 from ..faces.landmarks import make_landmarker, resize_points
 from ..models import model_args, needs_landmarks
 
@@ -157,13 +157,20 @@ class FaceAnalyzer:
         """Forward arguments for (N, C, S, S) uint8 crops (+ their landmarks in crop pixels)."""
         return model_args(self.model, self._tensor(crops_u8), landmarks)
 
+    @property
+    def temperature(self) -> float:
+        """The model's calibration temperature (its JSON's `temperature`; 1 when it has none):
+        probabilities are softmax(logits / temperature)."""
+        return float(self.meta.get("temperature", 1.0))
+
     def _probs(self, crops_u8: np.ndarray, landmarks) -> np.ndarray:
         if self.onnx is not None:
             x = self._tensor(crops_u8).numpy()
-            logits = self.onnx(x, landmarks).astype(np.float64)
+            logits = self.onnx(x, landmarks).astype(np.float64) / self.temperature
             e = np.exp(logits - logits.max(1, keepdims=True))
             return (e / e.sum(1, keepdims=True)).astype(np.float32)
-        return torch.softmax(self.model(*self.model_inputs(crops_u8, landmarks)).float(), 1).cpu().numpy()
+        logits = self.model(*self.model_inputs(crops_u8, landmarks)).float() / self.temperature
+        return torch.softmax(logits, 1).cpu().numpy()
 
     @torch.no_grad()
     def predict_tensor(self, crops_u8: np.ndarray, landmarks=None) -> np.ndarray:
@@ -197,57 +204,21 @@ class FaceAnalyzer:
                for c in rgbs]
         return batch, np.stack(pts)
 
-    # detection runs on a copy of at most this many pixels on its longer side (a 24 MP photo is
-    # detected at 1280 px, its faces still 10x larger than the smallest face the detector finds)
-    DETECT_MAX_SIDE = 1280
+    DETECT_MAX_SIDE = DETECT_MAX_SIDE
 
     def detect(self, rgb: np.ndarray) -> list:
         """The detector's faces of an RGB photo (Detections in the photo's pixels, best first); photos
         larger than DETECT_MAX_SIDE are detected on a downscaled copy."""
-        h, w = rgb.shape[:2]
-        s = min(1.0, self.DETECT_MAX_SIDE / max(h, w))
-        if s >= 1.0:
-            return list(self.detector(rgb))
-        small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        return [dataclasses.replace(d, box=tuple(v / s for v in d.box),
-                                    landmark_box=None if d.landmark_box is None else tuple(v / s for v in d.landmark_box),
-                                    keypoints=None if d.keypoints is None else d.keypoints / s)
-                for d in self.detector(small)]
+        return detect_faces(self.detector, rgb, self.DETECT_MAX_SIDE)
 
     def prepare_faces(self, rgb: np.ndarray, max_faces: int | None = None, detections=None):
         """Detect, landmark and align every face of an RGB photo -> (uint8 batch, landmarks in crop
         pixels (N, 68, 2), face records with box, score, detector and photo landmarks).
         `detections`: faces already found (Detections in the photo's pixels; e.g. a video's faces
-        followed from the previous frame), instead of running the detector.
-
-        Large photos: detection on a copy downscaled to DETECT_MAX_SIDE, boxes mapped back; each
-        face's landmarks and crop come from the level of an image pyramid (halvings of the photo)
-        where the face is still at least 4x the crop's size, so that nothing is lost to the
-        downscale and no time is spent on pixels the crop cannot use."""
-        size, ch = self.pre["img_size"], self.pre["channels"]
-        framing = self.pre.get("framing", "fer2013")
+        followed from the previous frame), instead of running the detector (`faces.frontend`)."""
         dets = self.detect(rgb) if detections is None else list(detections)
-        pyramid = [rgb]
-        crops, crop_pts, faces = [], [], []
-        for d in dets[:max_faces]:
-            box, lbox = list(d.box), list(d.box_for_landmarks)
-            level = 0
-            while (lbox[2] - lbox[0]) / 2 ** (level + 1) >= 4 * size and min(pyramid[level].shape[:2]) > 64:
-                level += 1
-                if len(pyramid) <= level:
-                    pyramid.append(cv2.pyrDown(pyramid[level - 1]))
-            f = 2.0 ** level
-            img = pyramid[level]
-            lm = self.landmarker(img, [v / f for v in lbox])
-            crop, pts, _ = align_face(img, lm, size, framing, self.antialias)
-            lm = lm * f  # back to the photo's pixels (pyrDown keeps pixel 2i of the level below at i)
-            crops.append(resize_face(crop, size, ch))
-            crop_pts.append(pts)
-            faces.append({"box": [round(v, 1) for v in box], "score": round(d.score, 4), "detector": d.detector,
-                          "landmarks": lm.round(1).tolist()})
-        if not crops:
-            return np.zeros((0, ch, size, size), np.uint8), np.zeros((0, 68, 2), np.float32), []
-        return np.stack(crops), np.stack(crop_pts).astype(np.float32), faces
+        return align_detections(rgb, dets[:max_faces], self.landmarker, self.pre["img_size"], self.pre["channels"],
+                                self.pre.get("framing", "fer2013"), self.antialias)
 
     def analyze_many(self, images, max_faces: int | None = None) -> list[list[dict]]:
         """`analyze` for several photos, their faces through the model in one batch."""

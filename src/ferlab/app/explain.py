@@ -133,7 +133,7 @@ def explain_faces(analyzer, rgb: np.ndarray, out_path, max_faces: int = 4, is_cr
     if not records:
         return []
     out = explain_batch(analyzer.model, *analyzer.model_inputs(batch, pts))
-    probs = torch.softmax(out["logits"].float(), 1).cpu().numpy()
+    probs = torch.softmax(out["logits"].float() / analyzer.temperature, 1).cpu().numpy()
     titles, centres, weights = [], None, None
     if "centres" in out:
         centres = out["centres"].cpu().numpy()

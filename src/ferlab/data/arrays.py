@@ -111,14 +111,30 @@ def _load_hybrid(cfg: dict) -> dict[str, SampleList]:
         if src.get("dataset") == "hybrid":
             raise DatasetError("a hybrid dataset's sources cannot be hybrid themselves")
         src = {**shared, **{k: v for k, v in src.items() if k != "name"}}
-        per_source.append((name, _load_one(src.pop("dataset", "ferplus"), src)))
+        weight = src.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise DatasetError(f"data.sources: {name}'s weight must be a positive number, not {weight!r}")
+        splits = _load_one(src.pop("dataset", "ferplus"), src)
+        if "train" in splits:  # how often each of its training faces is drawn, relative to weight 1
+            splits["train"].flags["weight"] = np.full(len(splits["train"]), float(weight), np.float32)
+        per_source.append((name, splits))
     return merge_sources(per_source)
+
+
+# datasets of photos rather than face crops: their images go through the face front end (detection,
+# landmarks, alignment) before a model sees them; `front_end: true|false` in a data config overrides
+PHOTO_DATASETS = ("expw", "sfew", "twperformers")
 
 
 def _load_one(name: str, cfg: dict) -> dict[str, SampleList]:
     cfg = dict(cfg)
     if name not in DATASET_READERS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_READERS))}")
+    front_end = cfg.pop("front_end", name in PHOTO_DATASETS)
+    use_splits = cfg.pop("use_splits", None)
+    if use_splits is not None and (not isinstance(use_splits, list) or
+                                   not set(use_splits) <= {"train", "valid", "test"} or not use_splits):
+        raise DatasetError(f"dataset {name!r}: use_splits must be a list of train, valid, test; not {use_splits!r}")
     root = cfg.pop("root", None) or (default_ferplus_root() if name == "ferplus" else None)
     if root is None:
         raise DatasetError(f"dataset {name!r} needs data.root")
@@ -147,9 +163,14 @@ def _load_one(name: str, cfg: dict) -> dict[str, SampleList]:
             if i == fold:
                 splits = {"train": tr, "test": te}
                 break
-    if "valid" not in splits and "train" in splits:
+    if use_splits is not None:  # e.g. [train]: a source that only trains (its valid and test stay unseen)
+        splits = {k: v for k, v in splits.items() if k in use_splits}
+    elif "valid" not in splits and "train" in splits:
         from .splits import stratified_holdout
         splits["train"], splits["valid"] = stratified_holdout(splits["train"], valid_fraction, split_seed)
+    if front_end:
+        for s in splits.values():
+            s.flags["input"] = np.full(len(s), "photo")
     return splits
 
 

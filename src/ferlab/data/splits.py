@@ -47,8 +47,22 @@ def merge(parts: list[SampleList]) -> SampleList:
     groups = None
     if all(p.groups is not None for p in parts):
         groups = [g for p in parts for g in p.groups]
-    flags = {k: np.concatenate([p.flags[k] for p in parts]) for k in parts[0].flags
-             if all(k in p.flags for p in parts)}
+    keys = list(dict.fromkeys(k for p in parts for k in p.flags))
+    flags = {k: np.concatenate([p.flags[k] if k in p.flags else _missing_flag(next(q.flags[k] for q in parts
+                                                                                  if k in q.flags), len(p))
+                                for p in parts]) for k in keys}
     return SampleList(paths=[x for p in parts for x in p.paths], labels=np.concatenate([p.labels for p in parts]),
                       label_set=ls, targets=np.concatenate([p.targets for p in parts]), groups=groups, flags=flags,
                       skipped=[x for p in parts for x in p.skipped], source="+".join(p.source for p in parts))
+
+
+def _missing_flag(like: np.ndarray, n: int) -> np.ndarray:
+    """The value of a flag for samples of a part that lacks it: False, NaN or '' (shaped like `like`)."""
+    shape = (n, *like.shape[1:])
+    if like.dtype == bool:
+        return np.zeros(shape, bool)
+    if np.issubdtype(like.dtype, np.floating):
+        return np.full(shape, np.nan, like.dtype)
+    if np.issubdtype(like.dtype, np.integer):
+        return np.full(shape, -1, like.dtype)
+    return np.full(shape, "", like.dtype)

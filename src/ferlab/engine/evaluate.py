@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.arrays import load_images, load_splits, restrict_labels, standardise
+from ..data.arrays import load_splits, restrict_labels, standardise
 from ..models import model_args, needs_landmarks
 from .checkpoint import load_model
-from .metrics import classification_metrics, write_confusion, write_json, write_predictions
+from .metrics import classification_metrics, expected_calibration_error, write_confusion, write_json, write_predictions
 
 
 def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
@@ -19,10 +19,10 @@ def normalise(x_u8: torch.Tensor, norm: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
-                  landmarks: np.ndarray | None = None) -> np.ndarray:
-    """Class probabilities of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of
-    the images) for models that need them."""
+def predict_logits(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
+                   landmarks: np.ndarray | None = None) -> np.ndarray:
+    """Class logits of uint8 (N, C, S, S) images; `landmarks` ((N, 68, 2) in pixels of the images)
+    for models that need them."""
     model.eval()
     out = []
     for i in range(0, len(images_u8), batch_size):
@@ -30,8 +30,17 @@ def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=2
         lm = None if landmarks is None else landmarks[i:i + batch_size]
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = model(*model_args(model, x, lm))
-        out.append(torch.softmax(logits.float(), 1).cpu())
+        out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def predict_probs(model, images_u8: np.ndarray, norm: dict, device, batch_size=256, amp=None,
+                  landmarks: np.ndarray | None = None, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities (softmax of the logits / `temperature`) of uint8 (N, C, S, S) images."""
+    logits = predict_logits(model, images_u8, norm, device, batch_size, amp, landmarks)
+    if not len(logits):
+        return np.zeros((0, 0), np.float32)
+    return torch.softmax(torch.from_numpy(logits) / float(temperature), 1).numpy()
 
 
 def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None, device=None,
@@ -45,14 +54,16 @@ def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None,
         from ..faces import dataset_landmarks  # cached per dataset, in pixels of the resized images
         landmarks = dataset_landmarks(samples, size=pre["img_size"])[0]
     if images_u8 is None or len(images_u8) != len(samples):
-        images_u8, ok = load_images(samples, pre["img_size"], pre["channels"])
+        from .inputs import model_input_images
+        images_u8, ok = model_input_images(samples, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
         keep = np.flatnonzero(ok)
         samples, images_u8 = samples.subset(keep), images_u8[keep]
         landmarks = None if landmarks is None else landmarks[keep]
     # reported numbers come from float32 inference, as users run the model (no autocast)
-    probs = predict_probs(model, images_u8, pre, device, 256, None, landmarks)
+    probs = predict_probs(model, images_u8, pre, device, 256, None, landmarks, float(meta.get("temperature", 1.0)))
     y, pred = samples.labels, probs.argmax(1)
     m = classification_metrics(y, pred, labels)
+    m["ece"] = expected_calibration_error(probs.max(1), pred == y) if len(y) else float("nan")
     for flag, mask in samples.flags.items():
         if mask.dtype == bool and mask.any():
             sub = classification_metrics(y[~mask], pred[~mask], labels)
@@ -60,8 +71,12 @@ def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None,
             m[f"n_{flag}"] = int(mask.sum())
     src = samples.flags.get("source")
     if src is not None:  # hybrid datasets: the same metrics per source dataset
-        m["per_source"] = {name: {k: v for k, v in classification_metrics(y[src == name], pred[src == name], labels).items()
-                                  if not isinstance(v, (dict, list))} for name in dict.fromkeys(src.tolist())}
+        m["per_source"] = {}
+        for name in dict.fromkeys(src.tolist()):
+            sel = src == name
+            m["per_source"][name] = {k: v for k, v in classification_metrics(y[sel], pred[sel], labels).items()
+                                     if not isinstance(v, (dict, list))}
+            m["per_source"][name]["ece"] = expected_calibration_error(probs[sel].max(1), pred[sel] == y[sel])
     m["skipped"] = [list(s) for s in samples.skipped]
     if out_prefix is not None:
         out_prefix = Path(out_prefix)

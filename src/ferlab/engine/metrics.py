@@ -30,6 +30,23 @@ def classification_metrics(y_true, y_pred, label_set: Sequence[str]) -> dict:
     return out
 
 
+def expected_calibration_error(confidence, correct, bins: int = 15) -> float:
+    """Expected calibration error: the mean, over equal-width confidence bins weighted by their
+    share of samples, of |accuracy - mean confidence| (top-label confidence; 15 bins as in Guo et
+    al. 2017). 0 for a perfectly calibrated model; NaN for no samples."""
+    conf = np.asarray(confidence, np.float64).reshape(-1)
+    ok = np.asarray(correct, np.float64).reshape(-1)
+    if not len(conf):
+        return float("nan")
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(ok[m].mean() - conf[m].mean())
+    return float(ece)
+
+
 def write_confusion(cm, label_set, out_prefix: Path, title: str = "", cols=None) -> None:
     """A confusion matrix as CSV + PNG; `cols`: predicted classes when they differ from the true
     ones (label_set), e.g. a model's 8 classes plus "no face" against a dataset's 7."""
@@ -64,7 +81,7 @@ def write_confusion(cm, label_set, out_prefix: Path, title: str = "", cols=None)
 def write_predictions(path: Path, names, y_true, probs, label_set, flags: dict | None = None) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        extra = sorted(flags or {})
+        extra = sorted(k for k, v in (flags or {}).items() if np.asarray(v).ndim == 1)  # per-image columns
         w.writerow(["image", "true", "pred", *extra, *[f"p_{n}" for n in label_set]])
         for i, name in enumerate(names):
             pred = int(np.argmax(probs[i]))

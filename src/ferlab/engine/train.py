@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.arrays import load_images, load_splits, standardise
+from ..data.arrays import load_splits, standardise
 from ..data.augment import augment_batch
 from ..data.hybrid import BALANCE_AUGMENT
 from ..losses import build_loss, logits_of
@@ -33,6 +33,7 @@ from ..models.weights import WEIGHT_FILE_KWARGS
 from .checkpoint import RunCheckpoints, load_model
 from .config import check_values
 from .evaluate import evaluate_checkpoint_on_split, predict_probs
+from .inputs import model_input_images, photo_mask
 from .metrics import classification_metrics
 from .sam import build_sam
 
@@ -128,11 +129,28 @@ def _epoch_order(n, seed, epoch, weights=None):
     return torch.randperm(n, generator=g), g
 
 
+def selection_metrics(valid, probs, label_set, select_on=None) -> dict:
+    """Valid metrics of one epoch. With `select_on` (source names of a hybrid dataset), also each
+    source's accuracy and `selection`, their unweighted mean: the score the best epoch is chosen by,
+    so that a small source counts as much as a large one."""
+    vm = classification_metrics(valid.labels, probs.argmax(1), label_set)
+    src = valid.flags.get("source")
+    if src is not None:
+        pred = probs.argmax(1)
+        vm["per_source_accuracy"] = {n: float(np.mean(pred[src == n] == valid.labels[src == n]))
+                                     for n in dict.fromkeys(src.tolist())}
+    if select_on:
+        vm["selection"] = float(np.mean([vm["per_source_accuracy"][n] for n in select_on]))
+    return vm
+
+
 def epoch_record(epoch, loss_sum, correct, total, vm, opt, t0) -> dict:
     """One epoch's line of history.json / log.jsonl."""
     return {"epoch": epoch, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
             "valid_accuracy": vm["accuracy"], "valid_mean_class_accuracy": vm["mean_class_accuracy"],
-            "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+            "valid_macro_f1": vm["macro_f1"], "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0,
+            **({"valid_per_source": vm["per_source_accuracy"]} if "per_source_accuracy" in vm else {}),
+            **({"valid_selection": vm["selection"]} if "selection" in vm else {})}
 
 
 def end_epoch(out: Path, model, meta: dict, vm: dict, history: list, best: dict, epochs: int, log, state: dict) -> dict:
@@ -141,15 +159,19 @@ def end_epoch(out: Path, model, meta: dict, vm: dict, history: list, best: dict,
     train state + `state`, history), then log. Returns best."""
     rec = history[-1]
     epoch = rec["epoch"]
-    improved = vm["accuracy"] > best["valid_accuracy"]
+    score = vm.get("selection", vm["accuracy"])
+    improved = score > best["valid_accuracy"]
     if improved:
-        best = {"valid_accuracy": vm["accuracy"], "epoch": epoch}
+        best = {"valid_accuracy": score, "epoch": epoch}
     best_meta = {**meta, "epoch": epoch, "valid": {k: v for k, v in vm.items() if not isinstance(v, (dict, list))}} \
         if improved else None
     RunCheckpoints(out).save(epoch, model, meta, {**state, "epoch": epoch, "best_valid_accuracy": best["valid_accuracy"],
                                                   "best_epoch": best["epoch"]}, history, best_meta)
     log(f"epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f} train_acc {rec['train_accuracy']:.4f} "
         f"valid_acc {vm['accuracy']:.4f} valid_mca {vm['mean_class_accuracy']:.4f} "
+        + (" ".join(f"{k} {v:.4f}" for k, v in vm["per_source_accuracy"].items()) + " "
+           if "per_source_accuracy" in vm else "")
+        + (f"selection {vm['selection']:.4f} " if "selection" in vm else "") +
         f"({rec['seconds']:.0f}s){' *' if improved else ''}")
     return best
 
@@ -216,13 +238,15 @@ def check_resumable(out: Path) -> None:
 
 
 def load_split_arrays(dcfg: dict, seed: int = 0):
-    """A data config's splits and their decoded uint8 images, the images that fail to decode left
-    out (and reported in each split's `skipped`); data.train_subset keeps a fixed (seeded) subset."""
+    """A data config's splits and their uint8 images at the model's input (photos through the face
+    front end, `engine.inputs`), the images that fail to decode and the photos whose face the front
+    end misses left out (and listed in each split's `skipped`); data.train_subset keeps a fixed
+    (seeded) subset."""
     splits = load_splits(dcfg)
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
     arrays = {}
     for name, s in splits.items():
-        imgs, ok = load_images(s, size, ch)
+        imgs, ok = model_input_images(s, size, ch, dcfg.get("framing", "fer2013"))
         keep = np.flatnonzero(ok)
         splits[name], arrays[name] = s.subset(keep), imgs[keep]
     if dcfg.get("train_subset"):
@@ -280,6 +304,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             log(f"weights initialised from {tcfg['init_from']}")
     use_lm = needs_landmarks(model)
     landmarks = {}
+    if use_lm and any(photo_mask(s).any() for s in splits.values()):
+        raise ValueError(f"model {cfg['model']['name']} needs landmarks, which ferlab caches for face crops only; "
+                         "train it on crop datasets (front_end: false) or choose a model without landmarks")
     if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
         from ..faces import dataset_landmarks
         for name, s in splits.items():
@@ -359,6 +386,17 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if dcfg.get("balanced_sampling"):
         counts = np.bincount(tr.labels, minlength=len(label_set)).astype(float)
         weights = 1.0 / counts[tr.labels]
+    if "weight" in tr.flags and not np.all(tr.flags["weight"] == 1.0):  # per-source sampling weights
+        if len(copies):
+            raise ValueError("per-source weights and data.balance_by_augmentation cannot be combined")
+        weights = (np.ones(len(tr)) if weights is None else weights) * tr.flags["weight"].astype(float)
+    select_on = tcfg.get("select_on")
+    valid_src = splits["valid"].flags.get("source")
+    if select_on is not None:
+        known = set() if valid_src is None else set(valid_src.tolist())
+        if not isinstance(select_on, list) or not select_on or not set(select_on) <= known:
+            raise ValueError(f"train.select_on={select_on!r}: must list sources that have a valid split "
+                             f"({', '.join(sorted(known)) or 'none: select_on needs a hybrid dataset'})")
     sample_src = torch.from_numpy(sample_src)
     targets_all = torch.from_numpy(tr.targets)
     x_all = torch.from_numpy(arrays["train"])
@@ -461,7 +499,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
                 bar.set_postfix(loss=f"{loss_sum / total:.3f}")
         probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp,
                               landmarks.get("valid"))
-        vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
+        vm = selection_metrics(splits["valid"], probs, label_set, select_on)
         rec = epoch_record(epoch, loss_sum, correct, total, vm, opt, t0)
         if parts_sum:
             rec["train_loss_parts"] = {k: v / max(total, 1) for k, v in parts_sum.items()}

@@ -62,16 +62,17 @@ class SampleList:
 
 
 def build_samples(items: Sequence[tuple[Path, str, str | None]], label_set: Sequence[str], source: str,
-                  check_files: bool = True) -> SampleList:
+                  check_files: bool = True, flags: dict[str, np.ndarray] | None = None) -> SampleList:
     """Turn (path, raw label name, group) triples into a SampleList.
 
     Items whose file is missing or whose label is unknown or outside `label_set` are skipped and
-    listed in `skipped` with the reason; the rest are kept.
+    listed in `skipped` with the reason; the rest are kept. `flags`: per-item arrays (one row per
+    item, e.g. a labelled face's box), kept for the kept items.
     """
     label_set = tuple(label_set)
     lut = index_map(label_set)
-    paths, labels, groups, skipped = [], [], [], []
-    for path, raw, group in items:
+    paths, labels, groups, skipped, kept = [], [], [], [], []
+    for row, (path, raw, group) in enumerate(items):
         try:
             name = canonical_name(raw)
         except UnknownLabelError as e:
@@ -86,6 +87,8 @@ def build_samples(items: Sequence[tuple[Path, str, str | None]], label_set: Sequ
         paths.append(Path(path))
         labels.append(lut[name])
         groups.append(group)
+        kept.append(row)
     has_groups = any(g is not None for g in groups)
     return SampleList(paths=paths, labels=np.asarray(labels, np.int64), label_set=label_set,
-                      groups=[str(g) for g in groups] if has_groups else None, skipped=skipped, source=source)
+                      groups=[str(g) for g in groups] if has_groups else None, skipped=skipped, source=source,
+                      flags={k: np.asarray(v)[np.asarray(kept, np.int64)] for k, v in (flags or {}).items()})
