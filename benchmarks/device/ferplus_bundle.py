@@ -1,6 +1,8 @@
 """Carry FER+ to a GPU machine that can only receive a small working tree (64 MiB with the repo).
 
     python benchmarks/device/ferplus_bundle.py pack   BUNDLE          (here: from the FER+ folder)
+    SPLITS=FER2013Train,FER2013Valid PARTS=2 python benchmarks/device/ferplus_bundle.py pack BUNDLE
+                                                                      (two splits, in two parts)
     python benchmarks/device/ferplus_bundle.py unpack BUNDLE DEST     (there: rebuild the folder)
     python benchmarks/device/ferplus_bundle.py points POINTS          (here: dlib's 68 points of FER+)
     python benchmarks/device/ferplus_bundle.py seed-points POINTS     (there, after unpack: fill the cache)
@@ -19,6 +21,7 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import sys
 from pathlib import Path
 
@@ -63,9 +66,11 @@ def decode(blob: bytes, n: int) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def pack(root: Path, bundle: Path) -> None:
+def pack(root: Path, bundle: Path, splits=SPLITS, parts: int = 1) -> None:
+    """One bundle of `splits` (all three by default), or `parts` bundles BUNDLE.partK.npz of about
+    equal size (for a working tree too small for one: each part can travel in its own call)."""
     names, imgs, texts = [], [], {}
-    for split in SPLITS:
+    for split in splits:
         texts[split] = (root / split / "label.csv").read_text()
         for p in sorted((root / split).glob("*.png")):
             img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
@@ -74,26 +79,32 @@ def pack(root: Path, bundle: Path) -> None:
             names.append(f"{split}/{p.name}")
             imgs.append(img)
     imgs = np.stack(imgs)
-    meta = json.dumps({"names": names, "labels": texts,
-                       "sha256": hashlib.sha256(imgs.tobytes()).hexdigest()}).encode()
-    buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(lzma.compress(meta, preset=9), np.uint8),
-             pixels=np.frombuffer(encode(imgs), np.uint8))
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    bundle.write_bytes(buf.getvalue())
-    print(f"{bundle}: {len(names)} faces, {bundle.stat().st_size / 1e6:.1f} MB")
+    bounds = np.linspace(0, len(names), parts + 1).astype(int)
+    for k in range(parts):
+        lo, hi = bounds[k], bounds[k + 1]
+        part = imgs[lo:hi]
+        meta = json.dumps({"names": names[lo:hi], "labels": texts,
+                           "sha256": hashlib.sha256(part.tobytes()).hexdigest()}).encode()
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.frombuffer(lzma.compress(meta, preset=9), np.uint8),
+                 pixels=np.frombuffer(encode(part), np.uint8))
+        path = bundle if parts == 1 else bundle.with_name(f"{bundle.stem}.part{k}{bundle.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+        print(f"{path}: {hi - lo} faces, {path.stat().st_size / 1e6:.1f} MB")
 
 
 def unpack(bundle: Path, dest: Path) -> None:
+    """Rebuild the faces of one bundle (or part) under DEST; parts may be unpacked one by one."""
     z = np.load(bundle)
     meta = json.loads(lzma.decompress(z["meta"].tobytes()))
     names = meta["names"]
     imgs = decode(z["pixels"].tobytes(), len(names))
     if hashlib.sha256(imgs.tobytes()).hexdigest() != meta["sha256"]:
         raise SystemExit("the rebuilt faces do not match the pixels recorded at packing")
-    for split in SPLITS:
+    for split, text in meta["labels"].items():
         (dest / split).mkdir(parents=True, exist_ok=True)
-        (dest / split / "label.csv").write_text(meta["labels"][split])
+        (dest / split / "label.csv").write_text(text)
     for n, i in zip(names, imgs):
         cv2.imwrite(str(dest / n), i)
     print(f"{dest}: {len(names)} faces rebuilt, pixel-exact (SHA-256 of all pixels checked)")
@@ -140,7 +151,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     if sys.argv[1] == "pack":
         from ferlab.data.arrays import default_ferplus_root
-        pack(default_ferplus_root(), Path(sys.argv[2]))
+        pack(default_ferplus_root(), Path(sys.argv[2]), tuple(os.environ.get("SPLITS", ",".join(SPLITS)).split(",")),
+             int(os.environ.get("PARTS", "1")))
     elif sys.argv[1] == "unpack":
         unpack(Path(sys.argv[2]), Path(sys.argv[3]))
     else:

@@ -334,6 +334,15 @@ def cmd_calibrate(a):
     return 0
 
 
+def cmd_interpolate(a):
+    """`ferlab interpolate BASE TUNED OUT --alpha A`: the model (1 - A) * BASE + A * TUNED."""
+    from .app.analyzer import resolve_model
+    from .engine.weight_average import write_interpolation
+    write_interpolation(resolve_model(a.base), resolve_model(a.tuned), a.alpha, a.out)
+    print(f"wrote {a.out}.safetensors and {a.out}.json ({1 - a.alpha:g} x base + {a.alpha:g} x tuned)")
+    return 0
+
+
 def cmd_tsne(a):
     """`ferlab explain --tsne`: t-SNE of a model's features over a dataset split."""
     import copy
@@ -453,6 +462,12 @@ def cmd_data(a):
             print(f"  skipped: {item}: {why}")
         if len(s.skipped) > 5:
             print(f"  ... and {len(s.skipped) - 5} more skipped")
+    if a.export_faces:
+        from .engine.inputs import export_faces
+        counts = export_faces(splits, int(data_cfg["img_size"]), int(data_cfg["channels"]), a.export_faces,
+                              data_cfg.get("framing", "fer2013"), a.format, a.only_photos)
+        print(f"wrote {sum(counts.values())} faces ({', '.join(f'{k} {v}' for k, v in counts.items())}) and "
+              f"index.csv to {a.export_faces}")
     return 0
 
 
@@ -517,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("data", help="what a data config reads: images per split, source and class")
     dc.add_argument("config", help="YAML config whose data section to read, or -")
     dc.add_argument("overrides", nargs="*")
+    dc.add_argument("--export-faces", default=None, metavar="DIR",
+                    help="also write every face as the model sees it (photos aligned by the front end) to DIR, "
+                         "with DIR/index.csv: a crop dataset of its own")
+    dc.add_argument("--format", default="png", choices=["png", "jpg"], help="with --export-faces: image format")
+    dc.add_argument("--only-photos", action="store_true", help="with --export-faces: only the photo sources' faces")
     dc.set_defaults(fn=cmd_data)
     v = sub.add_parser("video", help="tracked faces and smoothed emotions over a video, frames folder, webcam or stream")
     v.add_argument("input", help="a video file, a folder of frames, a webcam index (0) or a stream URL")
@@ -565,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", action="store_true", help="also write OUT.onnx (float32)")
     x.add_argument("--drop-config", action="store_true", help="leave the training config out of the JSON")
     x.set_defaults(fn=cmd_export)
+    ip = sub.add_parser("interpolate", help="a model between two of one architecture: (1 - alpha) x BASE + alpha x "
+                                            "TUNED, weight by weight (e.g. a fine-tuned model and its base)")
+    ip.add_argument("base", help="model file or shipped name (alpha = 0)")
+    ip.add_argument("tuned", help="model file or shipped name (alpha = 1)")
+    ip.add_argument("out", help="output path without suffix")
+    ip.add_argument("--alpha", type=finite_number, required=True, help="between 0 and 1")
+    ip.set_defaults(fn=cmd_interpolate)
     cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "
                                           "mean what they say (stored in the model's JSON)")
     cb.add_argument("model", help="a ferlab model file (PATH.safetensors with PATH.json) or a shipped name")

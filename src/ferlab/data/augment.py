@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "aspect": 1.0, "translate": 0.08,
-                   "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25}
+                   "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25, "grey": 0.0}
 
 
 def _mirror_68() -> list[int]:
@@ -94,6 +94,11 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator, points:
         stretched = torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
         apply = (torch.rand(n, generator=g) < p_ac).to(dev).view(n, 1, 1, 1)
         x = torch.where(apply, stretched, x)
+    p_grey = cfg.get("grey") or 0.0
+    if p_grey and x.shape[1] == 3:  # a colour model must read gray photos too: luminance in all three channels
+        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        apply = (torch.rand(n, generator=g) < p_grey).to(dev).view(n, 1, 1, 1)
+        x = torch.where(apply, lum, x)
     p = cfg.get("erasing") or 0.0
     if p:
         h, w = x.shape[-2:]

@@ -42,3 +42,44 @@ def model_input_images(samples, size: int, channels: int, framing: str = "fer201
         imgs[rows], ok[rows], misses = aligned_faces(sub, size, channels, framing, progress=progress)
         samples.skipped.extend(misses)
     return imgs, ok
+
+
+def export_faces(splits: dict, size: int, channels: int, out_dir, framing: str = "fer2013", fmt: str = "png",
+                 only_photos: bool = False, quality: int = 95) -> dict:
+    """Write every face of `splits` as the model sees it (photos aligned by the front end, crops
+    resized) to OUT_DIR/<split>/<n>.<fmt>, with OUT_DIR/index.csv (path, label, split, source,
+    group, original). The folder is itself a dataset (`dataset: csv, front_end: false`). Faces the
+    front end misses are not written; they are listed in OUT_DIR/skipped.csv. Returns counts."""
+    import csv
+    from pathlib import Path
+
+    import cv2
+    if fmt not in ("png", "jpg"):
+        raise ValueError(f"format {fmt!r}: png (lossless) or jpg")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    with open(out / "index.csv", "w", newline="") as fh, open(out / "skipped.csv", "w", newline="") as sk:
+        w, ws = csv.writer(fh), csv.writer(sk)
+        w.writerow(["path", "label", "split", "source", "group", "original"])
+        ws.writerow(["split", "item", "why"])
+        for split, s in splits.items():
+            if only_photos:
+                s = s.subset(np.flatnonzero(photo_mask(s)))
+            if not len(s):
+                continue
+            imgs, ok = model_input_images(s, size, channels, framing)
+            (out / split).mkdir(exist_ok=True)
+            src = s.flags.get("source")
+            for i in np.flatnonzero(ok):
+                rel = f"{split}/{i:06d}.{fmt}"
+                img = imgs[i].transpose(1, 2, 0)
+                img = img[:, :, 0] if channels == 1 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+                params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 9]
+                cv2.imwrite(str(out / rel), img, params)
+                w.writerow([rel, s.label_set[s.labels[i]], split, "" if src is None else src[i],
+                            "" if s.groups is None else s.groups[i], str(s.paths[i])])
+            for item, why in s.skipped:
+                ws.writerow([split, item, why])
+            counts[split] = int(ok.sum())
+    return counts

@@ -1,0 +1,71 @@
+"""Interpolating a fine-tuned model with its base (WiSE-FT, `ferlab interpolate`): which alpha.
+
+For each alpha in the grid, the model (1 - alpha) * BASE + alpha * TUNED is scored on the selection
+splits of TUNED's own training config (FER+ valid by majority, ExpW valid through the front end; the
+per-source accuracies and their mean, the training's selection score) and nothing else. The alpha
+with the best mean is written as OUT (.safetensors + .json) and the scan recorded.
+
+    .venv/bin/python benchmarks/wise_ft.py BASE TUNED OUT [--alphas 0,0.25,0.5,0.75,1]
+        -> benchmarks/results/wise_ft_<name of OUT>.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.app.analyzer import resolve_model
+from ferlab.data.arrays import restrict_labels
+from ferlab.engine.calibration import selection_split
+from ferlab.engine.checkpoint import save_model
+from ferlab.engine.evaluate import predict_logits
+from ferlab.engine.inputs import model_input_images
+from ferlab.engine.profiling import git_commit, machine_info, now_utc
+from ferlab.engine.weight_average import interpolate_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base")
+    ap.add_argument("tuned")
+    ap.add_argument("out")
+    ap.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    a = ap.parse_args()
+    base, tuned = resolve_model(a.base), resolve_model(a.tuned)
+    alphas = [float(x) for x in a.alphas.split(",")]
+    model, meta = interpolate_models(base, tuned, 1.0)
+    valid = restrict_labels(selection_split(meta["config"]["data"]), tuple(meta["labels"]))
+    pre = meta["preprocess"]
+    imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
+    keep = np.flatnonzero(ok)
+    valid, imgs = valid.subset(keep), imgs[keep]
+    src = valid.flags["source"]
+    select_on = meta["config"]["train"].get("select_on") or sorted(set(src.tolist()))
+    scan, best = [], None
+    for alpha in alphas:
+        model, meta = interpolate_models(base, tuned, alpha)
+        pred = predict_logits(model, imgs, pre, torch.device("cpu")).argmax(1)
+        per = {n: float(np.mean(pred[src == n] == valid.labels[src == n])) for n in dict.fromkeys(src.tolist())}
+        row = {"alpha": alpha, "valid": per, "selection": float(np.mean([per[n] for n in select_on]))}
+        scan.append(row)
+        print(json.dumps(row), flush=True)
+        if best is None or row["selection"] > best[0]["selection"]:
+            best = (row, model, meta)
+    row, model, meta = best
+    save_model(a.out, model, meta)
+    record = {"base": str(base), "tuned": str(tuned), "out": a.out, "select_on": select_on, "scan": scan,
+              "chosen_alpha": row["alpha"],
+              "command": f"python benchmarks/wise_ft.py {a.base} {a.tuned} {a.out} --alphas {a.alphas}",
+              "date": now_utc(), "git_commit": git_commit(), "machine": machine_info()}
+    path = ROOT / "benchmarks" / "results" / f"wise_ft_{Path(a.out).name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"alpha {row['alpha']}: selection {row['selection']:.4f}; wrote {a.out} and {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Weight-space interpolation of two models of one architecture (WiSE-FT: Wortsman et al., "Robust
+fine-tuning of zero-shot models", CVPR 2022): w = (1 - alpha) * w_base + alpha * w_tuned.
+
+A model fine-tuned from a base stays in the base's basin, so the straight line between the two is a
+family of working models: alpha = 0 is the base, 1 the fine-tuned model, and points between often
+keep most of the base's accuracy on its own data while keeping most of what fine-tuning added
+elsewhere. Every floating-point tensor is interpolated (BatchNorm's running statistics too); integer
+counters are taken from the tuned model. alpha is chosen on the selection splits, never on test.
+
+    ferlab interpolate BASE TUNED OUT --alpha 0.5
+"""
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import load_model, save_model
+
+
+def interpolate_state(base: dict, tuned: dict, alpha: float) -> dict:
+    if set(base) != set(tuned):
+        raise ValueError("the two models have different weights: interpolation needs one architecture")
+    out = {}
+    for k, t in tuned.items():
+        b = base[k]
+        if b.shape != t.shape:
+            raise ValueError(f"{k}: shapes {tuple(b.shape)} and {tuple(t.shape)} differ")
+        out[k] = torch.lerp(b.float(), t.float(), float(alpha)).to(t.dtype) if t.is_floating_point() else t.clone()
+    return out
+
+
+def interpolate_models(base_path, tuned_path, alpha: float):
+    """(model, meta) of the interpolation at `alpha` (meta from the tuned model, with provenance)."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be between 0 (the base) and 1 (the tuned model), not {alpha}")
+    base, bmeta = load_model(base_path)
+    tuned, tmeta = load_model(tuned_path)
+    if bmeta["arch"] != tmeta["arch"] or bmeta["labels"] != tmeta["labels"] or \
+            bmeta.get("preprocess") != tmeta.get("preprocess"):
+        raise ValueError(f"{base_path} and {tuned_path} differ in architecture, labels or input: cannot interpolate")
+    tuned.load_state_dict(interpolate_state(base.state_dict(), tuned.state_dict(), alpha))
+    meta = {k: v for k, v in tmeta.items() if k not in ("temperature", "calibration", "exported_from", "dtype")}
+    meta["interpolation"] = {"base": str(base_path), "tuned": str(tuned_path), "alpha": float(alpha)}
+    return tuned, meta
+
+
+def write_interpolation(base_path, tuned_path, alpha: float, out) -> None:
+    model, meta = interpolate_models(base_path, tuned_path, alpha)
+    save_model(out, model, meta)
