@@ -91,6 +91,36 @@ def elsewhere_scores(fa: FaceAnalyzer, n_boot: int) -> dict:
     return out
 
 
+ELSEWHERE = ("sfew_val_crop", "expw_test", "twperformers")  # the sets whose mean ranks candidates
+
+
+def elsewhere_mean(row: dict) -> float:
+    """Mean accuracy over SFEW Val (crop protocol), ExpW test and twperformers."""
+    return float(np.mean([row[k]["accuracy"] for k in ELSEWHERE]))
+
+
+def _ci(r: dict) -> str:
+    lo, hi = r["bootstrap"]["accuracy_95"]
+    return f"{r['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]"
+
+
+def readme_rows(record: dict) -> list[str]:
+    """The README's table rows of faces from elsewhere (rows scored with --sets all): accuracy with
+    95 % intervals, macro recall, the mean that ranks candidates, then the calibration errors."""
+    acc, cal = [], []
+    for name, r in record["rows"].items():
+        if "sfew_val_crop" not in r:
+            continue
+        t, sc, sp, ev, et = (r[k] for k in ("twperformers", "sfew_val_crop", "sfew_val_pipeline", "expw_valid",
+                                            "expw_test"))
+        acc.append(f"| `{name}` | {r['ferplus_valid']['accuracy']:.2%} | {r['ferplus_test']['accuracy']:.2%} | "
+                   f"{_ci(sc)} | {sp['accuracy']:.1%} | {ev['accuracy']:.1%} | {_ci(et)} | {et['macro_recall']:.1%} | "
+                   f"{_ci(t)} | {t['macro_recall']:.1%} | {elsewhere_mean(r):.1%} |")
+        cal.append(f"| `{name}` | {r.get('temperature', 1.0):.2f} | {r['ferplus_valid']['ece']:.3f} | {sc['ece']:.3f} | "
+                   f"{et['ece']:.3f} | {t['ece']:.3f} |")
+    return acc + cal
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",

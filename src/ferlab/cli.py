@@ -17,6 +17,7 @@ MODELS = {
     "fastnet_m": "ferlab's small residual CNN, 24-192 channels (a distilled student)",
     "fastnet_s": "ferlab's small residual CNN, 16-128 channels (a distilled student)",
     "dan": "paper 001: ResNet-18 with a multi-head cross attention network (affinity + partition losses)",
+    "efficientnet_lite0": "EfficientNet-Lite0 (timm), optionally from ImageNet weights (pretrained_file: imagenet)",
     "pcda": "paper 003: IR-50 image branch + MobileFaceNet landmark branch, cross-attention, NeAA loss",
     "rasa": "paper 000: landmark-centred patches through a small transformer",
     "rasa_grid": "paper 000's transformer on a regular grid of patches (its ablation)",
