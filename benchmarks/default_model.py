@@ -1,9 +1,10 @@
-"""Ship and benchmark ferlab's default model (ResNet-18 on FER+), recording every number we publish.
+"""Ship and benchmark ferlab's FER+ ResNet-18 (`resnet18_ferplus`: the default before the multi-source
+model, and its starting point), recording every number we publish.
 
     .venv/bin/ferlab train configs/resnet18_ferplus_cpu.yaml train.progress=false   # ~2 h on 2 CPU cores
     .venv/bin/python benchmarks/default_model.py runs/resnet18_ferplus_cpu/best
 
-Writes src/ferlab/weights/default.{safetensors,json} (the best-on-valid checkpoint with int8 weights
+Writes src/ferlab/weights/resnet18_ferplus.{safetensors,json} (the best-on-valid checkpoint with int8 weights
 and per-channel scales, 11 MB instead of 45 MB in float32: it ships inside the package),
 then records the *shipped* weights with benchmarks/ferplus_results.py (FER+ test once, full and
 de-duplicated, valid, params, FLOPs, CPU latency) plus the whole photo pipeline's latency.
@@ -25,19 +26,20 @@ TRAINING_COMMAND = "ferlab train configs/resnet18_ferplus_cpu.yaml train.progres
 def main(ckpt):
     ckpt = Path(ckpt)
     model, meta = load_model(ckpt)
-    ship = default_model_path().with_suffix("")
+    ship = default_model_path().with_name("resnet18_ferplus")
     ship.parent.mkdir(parents=True, exist_ok=True)
     ship_meta = {k: v for k, v in meta.items() if k != "config"}
     ship_meta.update({"dtype": "int8 weights (per-channel scales)", "trained_with": TRAINING_COMMAND,
                       "training_config": meta.get("config")})
     save_model(ship, model, ship_meta, int8=True)
 
-    fa = FaceAnalyzer()
+    fa = FaceAnalyzer("resnet18_ferplus")
     from skimage import data
     astro = data.astronaut()
     n_faces = len(fa.analyze(astro))
     record(ship, "resnet18", TRAINING_COMMAND, label="resnet18 (from scratch, 48x48 gray)", extra={
-        "weights": "src/ferlab/weights/default.safetensors (int8 weights, per-channel scales)",
+        "weights": "src/ferlab/weights/resnet18_ferplus.safetensors (int8 weights, per-channel scales; "
+                   "src/ferlab/weights/default.safetensors until the multi-source default replaced it)",
         "cpu_latency_ms_per_photo_pipeline": latency_ms(lambda: fa.analyze(astro), 10, 2),
         "pipeline_photo": f"skimage astronaut 512x512, {n_faces} face(s) found"})
 

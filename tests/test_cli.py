@@ -128,7 +128,8 @@ def test_shipped_model_on_ferplus_crops():
 
 @needs_ferplus
 def test_evaluate_cli_on_valid(tmp_path):
-    p = run("evaluate", str(default_model_path()), "--split", "valid", "--out", str(tmp_path), timeout=600)
+    ferplus_only = default_model_path().with_name("resnet18_ferplus.safetensors")  # trained on FER+ alone
+    p = run("evaluate", str(ferplus_only), "--split", "valid", "--out", str(tmp_path), timeout=600)
     assert p.returncode == 0, p.stderr
     m = json.loads((tmp_path / "valid_metrics.json").read_text())
     assert m["n"] == 3191 and f"accuracy {m['accuracy']:.4f}" in p.stdout

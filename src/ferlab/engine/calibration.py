@@ -1,7 +1,8 @@
 """Confidence that means something: one temperature per model, fitted on its selection splits.
 
 A network trained with cross-entropy is usually over-confident: among faces it calls 99 % sure, far
-fewer than 99 % are right. Temperature scaling (Guo et al., "On Calibration of Modern Neural
+fewer than 99 % are right. With several sources in the valid split (FER+ and ExpW), each source
+counts the same in the fit, as in model selection, so the many FER+ faces do not drown the rest. Temperature scaling (Guo et al., "On Calibration of Modern Neural
 Networks", ICML 2017) divides the logits by one number T > 0 chosen to minimise the negative log-
 likelihood on held-out faces; the predicted class never changes, only how sure the model says it is.
 T is stored in the model's JSON (`temperature`) and applied wherever ferlab turns logits into
@@ -26,19 +27,21 @@ from .inputs import model_input_images
 from .metrics import expected_calibration_error
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising the mean negative log-likelihood of softmax(logits / T) (1-D search on
-    log T: the loss is smooth and has one minimum)."""
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The T > 0 minimising the (weighted) mean negative log-likelihood of softmax(logits / T) (a
+    search on log T: the loss is smooth and has one minimum)."""
     z = torch.as_tensor(logits, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.long)
     if len(z) == 0:
         raise ValueError("no samples to fit a temperature on")
+    w = torch.ones(len(z), dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    w = w / w.sum()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss = (torch.nn.functional.cross_entropy(z / log_t.exp(), y, reduction="none") * w).sum()
         loss.backward()
         return loss
     opt.step(closure)
@@ -90,9 +93,14 @@ def calibrate(model_path, data_cfg: dict | None = None, write: bool = True, log=
     keep = np.flatnonzero(ok)
     valid, imgs = valid.subset(keep), imgs[keep]
     logits = predict_logits(model, imgs, pre, torch.device("cpu"))
-    t = fit_temperature(logits, valid.labels)
-    report = {"n": int(len(valid)), "source": valid.source, **calibration_report(logits, valid.labels, t)}
     src = valid.flags.get("source")
+    weights = None
+    if src is not None:  # several sources: each counts the same, as in model selection
+        names, inverse, counts = np.unique(src, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+    t = fit_temperature(logits, valid.labels, weights)
+    report = {"n": int(len(valid)), "source": valid.source, "sources_weighted_equally": src is not None,
+              **calibration_report(logits, valid.labels, t)}
     if src is not None:
         report["per_source"] = {n: calibration_report(logits[src == n], valid.labels[src == n], t)
                                 for n in dict.fromkeys(src.tolist())}
