@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, load_script
@@ -85,13 +86,40 @@ def test_generalisation_rows_are_published_as_recorded():
     rows = json.loads((RESULTS / "generalisation.json").read_text())["rows"]
     assert {"hog_direct", "blazeface", "antialias"} <= set(rows)
     for name, r in rows.items():
+        if "sfew_val_crop" in r:  # rows on every set: the faces-from-elsewhere tables (test below)
+            continue
         assert f"| `{name}` |" in README and generalisation_cells(r) in README, f"generalisation row {name!r}"
     a = rows["antialias"]  # the shipped pipeline leads the Results section
-    lead = (f"| shipped default | {a['ferplus_test']['accuracy']:.2%} | "
+    lead = (f"| `resnet18_ferplus` (the default before) | {a['ferplus_test']['accuracy']:.2%} | "
             f"{a['ferplus_test']['without_duplicate']['accuracy']:.2%} | {a['twperformers']['accuracy']:.1%}")
     assert lead in README
     default = json.loads((RESULTS / "resnet18_ferplus.json").read_text())
     assert f"{default['test']['accuracy']:.4f}" == f"{a['ferplus_test']['accuracy']:.4f}"  # the same weights
+
+
+def test_faces_from_elsewhere_tables_are_published_as_recorded():
+    gen = load_script("benchmarks/generalisation.py")
+    rec = json.loads((RESULTS / "generalisation.json").read_text())
+    fer = json.loads((RESULTS / "fer_elsewhere.json").read_text())
+    for row in gen.lead_rows(rec, fer) + gen.readme_rows(rec):
+        assert row in README, f"not in the README: {row}"
+    rows = rec["rows"]
+    # the shipped default is the recorded row with the best mean over SFEW, ExpW and twperformers that
+    # keeps FER+ test at 86.0 % (the rule for targets out of reach)
+    eligible = {k: gen.elsewhere_mean(r) for k, r in rows.items()
+                if "sfew_val_crop" in r and r["ferplus_test"]["accuracy"] >= 0.86}
+    assert max(eligible, key=eligible.get) == "default"
+    d, f = rows["default"], rows["ferplus_default"]
+    text = " ".join(README.split())
+    gains = (f"It gains {100 * (d['sfew_val_crop']['accuracy'] - f['sfew_val_crop']['accuracy']):.1f} points on SFEW, "
+             f"{100 * (d['expw_test']['accuracy'] - f['expw_test']['accuracy']):.1f} on ExpW and loses "
+             f"{100 * (f['twperformers']['accuracy'] - d['twperformers']['accuracy']):.1f} on twperformers")
+    assert gains in text, gains
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights" / "default.json").read_text())
+    assert f"{shipped['temperature']:.2f}" == f"{d['temperature']:.2f}"
+    assert f"temperature of {d['temperature']:.2f}" in text
+    scan = json.loads((RESULTS / "wise_ft_resnet18_multisource_wise.json").read_text())
+    assert shipped["interpolation"]["alpha"] == scan["chosen_alpha"] == 0.8
 
 
 def detection_cells(r: dict) -> str:

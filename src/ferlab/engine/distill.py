@@ -32,7 +32,6 @@ from ..models import create_model, needs_landmarks
 from .checkpoint import file_fingerprint, load_model
 from .config import check_values
 from .evaluate import normalise
-from .metrics import classification_metrics
 from .train import (
     build_optimizer,
     build_scheduler,
@@ -44,6 +43,7 @@ from .train import (
     model_meta,
     pick_device,
     resume_loop,
+    selection_metrics,
 )
 
 
@@ -147,6 +147,8 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched)
     meta = model_meta(cfg, label_set, {"distilled_from": {"teacher": str(dist_cfg["teacher"]), **{
         k: dist_cfg[k] for k in ("temperature", "alpha", "flip_average") if k in dist_cfg}}})
+    weights = tr.flags["weight"].astype(float) if "weight" in tr.flags and not np.all(tr.flags["weight"] == 1.0) else None
+    select_on = tcfg.get("select_on")
     x_all = torch.from_numpy(arrays["train"])
     targets_all = torch.from_numpy(tr.targets).float()
     if device.type == "cpu":
@@ -156,7 +158,10 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         model.train()
         torch.manual_seed(seed * 100003 + epoch + 7)
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(len(tr), generator=g)
+        if weights is None:
+            order = torch.randperm(len(tr), generator=g)
+        else:  # per-source sampling weights, as in engine.train
+            order = torch.multinomial(torch.as_tensor(weights, dtype=torch.double), len(tr), replacement=True, generator=g)
         mirror = torch.rand(len(tr), generator=g) < 0.5
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps):
@@ -180,7 +185,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
         from .evaluate import predict_probs
         probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg.get("eval_batch_size", 256)))
-        vm = classification_metrics(splits["valid"].labels, probs.argmax(1), label_set)
+        vm = selection_metrics(splits["valid"], probs, label_set, select_on)
         history.append(epoch_record(epoch, loss_sum, correct, total, vm, opt, t0))
         best = end_epoch(out, model, meta, vm, history, best, epochs, log,
                          {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
@@ -188,10 +193,11 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
 
 
 def resolve_teacher(spec) -> Path:
-    """A teacher file, or 'default' for the model shipped in the package."""
+    """A teacher file, or the name of a model shipped in the package ('default', 'resnet18_ferplus')."""
     from importlib import resources
-    if str(spec) == "default":
-        return Path(str(resources.files("ferlab") / "weights" / "default.safetensors"))
+    shipped = Path(str(resources.files("ferlab") / "weights")) / f"{spec}.safetensors"
+    if "/" not in str(spec) and shipped.is_file() and shipped.with_suffix(".json").is_file():
+        return shipped
     p = Path(spec)
     if p.suffix != ".safetensors":
         p = p.with_suffix(".safetensors")
