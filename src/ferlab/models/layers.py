@@ -133,3 +133,30 @@ def attention_rollout(attentions: list[torch.Tensor], residual: float = 0.5) -> 
         a = a / a.sum(-1, keepdim=True)
         roll = a if roll is None else a @ roll
     return roll
+
+
+class TimmClassifier(nn.Module):
+    """A timm network (`self.net`) behind timm's uniform model API: forward_features, forward_head,
+    get_classifier, reset_classifier; subclasses build `net` and name their Grad-CAM layer."""
+    net: nn.Module
+
+    def _wrap(self, net: nn.Module, num_classes: int) -> None:
+        self.net = net
+        self.num_classes = num_classes
+        self.num_features = net.num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.net.forward_head(x, pre_logits=pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.net.get_classifier()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.net.reset_classifier(num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -9,42 +9,24 @@ first conv averaged over colour channels for gray input.
 from __future__ import annotations
 
 import timm
-import torch
 import torch.nn as nn
 
+from .layers import TimmClassifier
 from .registry import register_model
 from .weights import load_pretrained_file
 
 
-class ResNetFER(nn.Module):
+class ResNetFER(TimmClassifier):
     def __init__(self, arch: str = "resnet18", num_classes: int = 8, in_chans: int = 1,
                  small_input: bool = True, drop_rate: float = 0.0):
         super().__init__()
-        self.net = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                                     drop_rate=drop_rate)
+        self._wrap(timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                     drop_rate=drop_rate), num_classes)
         if small_input:
             self.net.maxpool = nn.Identity()
-        self.num_classes = num_classes
-        self.num_features = self.net.num_features
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.net.forward_head(x, pre_logits=pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.net.get_classifier()
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.net.reset_classifier(num_classes)
-        self.num_classes = num_classes
 
     def gradcam_layer(self) -> nn.Module:
         return self.net.layer4
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _build(arch, num_classes=8, in_chans=1, small_input=True, drop_rate=0.0, pretrained_file=None, **_):

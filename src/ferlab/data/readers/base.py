@@ -1,6 +1,7 @@
 """What every dataset reader returns: a `SampleList` per split, plus a report of skipped items."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
@@ -92,3 +93,15 @@ def build_samples(items: Sequence[tuple[Path, str, str | None]], label_set: Sequ
     return SampleList(paths=paths, labels=np.asarray(labels, np.int64), label_set=label_set,
                       groups=[str(g) for g in groups] if has_groups else None, skipped=skipped, source=source,
                       flags={k: np.asarray(v)[np.asarray(kept, np.int64)] for k, v in (flags or {}).items()})
+
+
+def read_index(index: Path, need, what: str) -> list[dict]:
+    """The rows of a dataset's index CSV, which must exist and hold the columns `need`; `what` says
+    what the dataset needs, for the error message."""
+    if not Path(index).is_file():
+        raise DatasetError(f"{index}: no such file ({what})")
+    with open(index, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not set(need) <= set(rows[0]):
+        raise DatasetError(f"{index}: needs the columns {', '.join(sorted(need))}")
+    return rows

@@ -8,12 +8,11 @@ Splits are by source photo (train / valid / test as the index gives them); `grou
 source photo, so intervals resample photos."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, build_samples, register_dataset
+from .base import DatasetError, build_samples, read_index, register_dataset
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 SPLITS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
@@ -23,13 +22,8 @@ SPLITS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 def read_expw(root, label_set, **_):
     root = Path(root)
     index = root / "index.csv"
-    if not index.is_file():
-        raise DatasetError(f"{index}: no such file (expw needs ROOT/index.csv beside ROOT/images/)")
-    with open(index, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    need = {"path", "label", "split", "source_image", *BOX_COLUMNS}
-    if not rows or not need <= set(rows[0]):
-        raise DatasetError(f"{index}: needs the columns {', '.join(sorted(need))}")
+    rows = read_index(index, {"path", "label", "split", "source_image", *BOX_COLUMNS},
+                      "expw needs ROOT/index.csv beside ROOT/images/")
     by_split: dict[str, list] = {}
     for r in rows:
         split = SPLITS.get(r["split"].strip().lower())

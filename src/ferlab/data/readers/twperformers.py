@@ -6,25 +6,18 @@ Flags: `observers_agree`, the neutral photos plus those where at least half of t
 the intended label (the subset its README defines, 881 photos)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, build_samples, register_dataset
+from .base import build_samples, read_index, register_dataset
 
 
 @register_dataset("twperformers")
 def read_twperformers(root, label_set, **_):
     root = Path(root)
-    index = root / "index.csv"
-    if not index.is_file():
-        raise DatasetError(f"{index}: no such file (twperformers needs ROOT/index.csv)")
-    with open(index, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    need = {"path", "label", "subject", "rater_prop_intended"}
-    if rows and not need <= set(rows[0]):
-        raise DatasetError(f"{index}: needs the columns {', '.join(sorted(need))}")
+    rows = read_index(root / "index.csv", {"path", "label", "subject", "rater_prop_intended"},
+                      "twperformers needs ROOT/index.csv")
     s = build_samples([(root / r["path"], r["label"], r["subject"]) for r in rows], label_set, "twperformers/test")
     agree = {str(root / r["path"]): r["label"] == "neutral" or (r["rater_prop_intended"] not in ("", None)
                                                                and float(r["rater_prop_intended"]) >= 0.5)
