@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from ..data.arrays import load_splits, restrict_labels
 from ..data.cache import atomic_write_bytes
@@ -48,17 +49,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray 
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / float(temperature)
-    e = np.exp(z - z.max(1, keepdims=True))
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
-
-
 def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
     """NLL and ECE before (T = 1) and after (T = temperature)."""
     out = {}
     for name, t in (("before", 1.0), ("after", temperature)):
-        p = softmax(logits, t)
+        p = softmax(np.asarray(logits, np.float64) / t, axis=1)
         nll = float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None))))
         out[name] = {"temperature": t, "nll": nll,
                      "ece": expected_calibration_error(p.max(1), p.argmax(1) == labels)}

@@ -28,7 +28,7 @@ _FRONT_END_SOURCES = ("frontend.py", "align.py", "blazeface.py", "detect.py", "d
 def _file_digest(h, path: Path) -> None:
     try:
         st = os.stat(path)
-        h.update(f"{path.name}|{st.st_size}\n".encode())
+        h.update(f"{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())  # as the cache keys its photos
     except OSError:
         h.update(f"{path}|missing\n".encode())
 
