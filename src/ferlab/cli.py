@@ -16,6 +16,7 @@ MODELS = {
     "fastnet_l": "ferlab's small residual CNN, 32-256 channels (a distilled student: the fast path)",
     "fastnet_m": "ferlab's small residual CNN, 24-192 channels (a distilled student)",
     "fastnet_s": "ferlab's small residual CNN, 16-128 channels (a distilled student)",
+    "dlib_resnet29": "dlib's 29-layer face-recognition ResNet with a FER head (pretrained_file: dlib, 104 px or more)",
     "dan": "paper 001: ResNet-18 with a multi-head cross attention network (affinity + partition losses)",
     "efficientnet_lite0": "EfficientNet-Lite0 (timm), optionally from ImageNet weights (pretrained_file: imagenet)",
     "pcda": "paper 003: IR-50 image branch + MobileFaceNet landmark branch, cross-attention, NeAA loss",
