@@ -1,13 +1,16 @@
 """ferlab: facial expression recognition — face detection, landmarks, alignment, models, training."""
 __version__ = "0.1.0"
 
-__all__ = ["FaceAnalyzer", "create_model", "list_models", "__version__"]
+__all__ = ["FaceAnalyzer", "adapt", "create_model", "list_models", "__version__"]
 
 
 def __getattr__(name):  # lazy: `import ferlab` stays cheap; torch loads on first use
     if name == "FaceAnalyzer":
         from .app.analyzer import FaceAnalyzer
         return FaceAnalyzer
+    if name == "adapt":
+        from .app.adapt import adapt
+        return adapt
     if name in ("create_model", "list_models"):
         from . import models
         return getattr(models, name)

@@ -326,6 +326,27 @@ def cmd_export(a):
     return 0
 
 
+def cmd_adapt(a):
+    """`ferlab adapt BASE --photos DATA --out DIR`: the base model fitted to the user's labelled faces."""
+    from .app.adapt import adapt
+    r = adapt(a.base, a.photos, a.out, dataset=a.dataset, label_column=a.label_column,
+              subject_column=a.subject_column, mode=a.mode, only_these_labels=a.only_these_labels,
+              new_labels=a.new_labels, steps=a.steps, valid_fraction=a.valid_fraction, seed=a.seed,
+              detector=a.detector, progress=not a.quiet).report
+    t = r["training"]
+    print(f"trained {t['steps_run']} of {t['steps_planned']} steps, kept step {t['best_step']} (best held-out log-loss)")
+    for who in ("base", "adapted"):
+        h = r["held_out"][who]
+        b = h["bootstrap"]
+        print(f"{who:8s} on the held-out {h['n']} faces: accuracy {h['accuracy']:.3f} "
+              f"[{b['accuracy_95'][0]:.3f}, {b['accuracy_95'][1]:.3f}], macro recall {h['macro_recall']:.3f} "
+              f"[{b['macro_recall_95'][0]:.3f}, {b['macro_recall_95'][1]:.3f}] (95 %, resampling {b['resampled']})")
+        print("         recall: " + "  ".join(f"{k} {v:.2f}" for k, v in h["recall"].items()))
+    print(f"adapted model: {a.out}/model.safetensors (use it as --model {a.out}/model); report: {a.out}/report.json "
+          f"({r['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_calibrate(a):
     """`ferlab calibrate MODEL`: fit the model's temperature on its selection (valid) split."""
     from .app.analyzer import resolve_model
@@ -597,6 +618,28 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("out", help="output path without suffix")
     ip.add_argument("--alpha", type=finite_number, required=True, help="between 0 and 1")
     ip.set_defaults(fn=cmd_interpolate)
+    ad = sub.add_parser("adapt", help="fit a model to your own labelled faces (minutes on a CPU); the result is a "
+                                      "model file every command takes")
+    ad.add_argument("base", help="the model to start from: a shipped name (default, fast) or a model file")
+    ad.add_argument("--photos", required=True, help="labelled photos: class folders (DIR/<label>/*.jpg), a CSV "
+                                                    "(path,label[,subject]) or a folder with index.csv")
+    ad.add_argument("--out", required=True, help="output folder (model.safetensors, model.json, report.json)")
+    ad.add_argument("--dataset", default=None, help="read DATA with this ferlab dataset reader instead")
+    ad.add_argument("--label-column", default="label", help="the CSV's label column (default: label)")
+    ad.add_argument("--subject-column", default=None, help="the CSV's subject column: the held-out part is other "
+                                                           "people (default: 'subject' when the CSV has it)")
+    ad.add_argument("--mode", default="auto", choices=["auto", "head", "last", "full"],
+                    help="which weights move: the classifier, the last stage and classifier, or all (auto: full, "
+                         "held close to the base)")
+    ad.add_argument("--only-these-labels", action="store_true", help="drop the base's outputs for classes you did "
+                                                                     "not give")
+    ad.add_argument("--new-labels", action="store_true", help="learn label names the base does not know as new classes")
+    ad.add_argument("--steps", type=whole_number(1), default=None, help="training steps (default: scaled to the data)")
+    ad.add_argument("--valid-fraction", type=finite_number, default=0.2, help="share held out (default 0.2)")
+    ad.add_argument("--seed", type=whole_number(0), default=0)
+    ad.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    ad.add_argument("--quiet", action="store_true", help="no progress bars")
+    ad.set_defaults(fn=cmd_adapt)
     cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "
                                           "mean what they say (stored in the model's JSON)")
     cb.add_argument("model", help="a ferlab model file (PATH.safetensors with PATH.json) or a shipped name")

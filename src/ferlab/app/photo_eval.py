@@ -25,7 +25,7 @@ from ..data.imageio import BadImageError
 from ..data.labels import CANONICAL
 from ..data.readers import DATASET_READERS, DatasetError, SampleList
 from ..data.splits import merge
-from ..engine.metrics import expected_calibration_error, write_confusion
+from ..engine.metrics import bootstrap, expected_calibration_error, score, write_confusion  # noqa: F401 (re-exported)
 from ..faces.frontend import largest_index, pick_face
 
 NO_FACE = "no face"
@@ -81,36 +81,6 @@ def scored_face(faces: list[dict], labelled_box=None) -> dict | None:
     overlaps it most (IoU at least 0.3; else None, "no face"); without one, the largest face."""
     i = pick_face([f["box"] for f in faces], labelled_box)
     return None if i is None else faces[i]
-
-
-def score(true: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict:
-    """Accuracy and macro recall over `classes` (true labels as class indices; pred may be -1)."""
-    out = {"n": int(len(true)), "accuracy": float(np.mean(true == pred)) if len(true) else 0.0}
-    rec = {c: float(np.mean(pred[true == c] == c)) for c in classes if (true == c).any()}
-    out["macro_recall"] = float(np.mean(list(rec.values()))) if rec else 0.0
-    out["recall"] = rec
-    return out
-
-
-def bootstrap(true, pred, classes, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
-    """95 % percentile intervals of accuracy and macro recall; resamples groups (subjects) when
-    given, with all of a group's images, else images."""
-    rng = np.random.RandomState(seed)
-    if groups is not None:
-        ids = sorted(set(groups))
-        members = {g: np.flatnonzero(np.asarray(groups) == g) for g in ids}
-    acc, mr = [], []
-    for _ in range(n_boot):
-        if groups is not None:
-            pick = np.concatenate([members[ids[i]] for i in rng.randint(len(ids), size=len(ids))])
-        else:
-            pick = rng.randint(len(true), size=len(true))
-        s = score(true[pick], pred[pick], classes)
-        acc.append(s["accuracy"])
-        mr.append(s["macro_recall"])
-    return {"resampled": "subjects" if groups is not None else "images", "n_boot": n_boot,
-            "accuracy_95": np.percentile(acc, [2.5, 97.5]).round(4).tolist(),
-            "macro_recall_95": np.percentile(mr, [2.5, 97.5]).round(4).tolist()}
 
 
 def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1000, progress: bool = True,

@@ -1,4 +1,4 @@
-"""The metrics the five papers report, from scikit-learn, plus report files."""
+"""The metrics the five papers report, from scikit-learn, plus report files and bootstrap intervals."""
 from __future__ import annotations
 
 import csv
@@ -91,3 +91,33 @@ def write_predictions(path: Path, names, y_true, probs, label_set, flags: dict |
 
 def write_json(path: Path, obj) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def score(true: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict:
+    """Accuracy and macro recall over `classes` (true labels as class indices; pred may be -1)."""
+    out = {"n": int(len(true)), "accuracy": float(np.mean(true == pred)) if len(true) else 0.0}
+    rec = {c: float(np.mean(pred[true == c] == c)) for c in classes if (true == c).any()}
+    out["macro_recall"] = float(np.mean(list(rec.values()))) if rec else 0.0
+    out["recall"] = rec
+    return out
+
+
+def bootstrap(true, pred, classes, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """95 % percentile intervals of accuracy and macro recall; resamples groups (subjects) when
+    given, with all of a group's images, else images."""
+    rng = np.random.RandomState(seed)
+    if groups is not None:
+        ids = sorted(set(groups))
+        members = {g: np.flatnonzero(np.asarray(groups) == g) for g in ids}
+    acc, mr = [], []
+    for _ in range(n_boot):
+        if groups is not None:
+            pick = np.concatenate([members[ids[i]] for i in rng.randint(len(ids), size=len(ids))])
+        else:
+            pick = rng.randint(len(true), size=len(true))
+        s = score(true[pick], pred[pick], classes)
+        acc.append(s["accuracy"])
+        mr.append(s["macro_recall"])
+    return {"resampled": "subjects" if groups is not None else "images", "n_boot": n_boot,
+            "accuracy_95": np.percentile(acc, [2.5, 97.5]).round(4).tolist(),
+            "macro_recall_95": np.percentile(mr, [2.5, 97.5]).round(4).tolist()}
