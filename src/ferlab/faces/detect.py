@@ -58,7 +58,8 @@ DETECTORS = ("auto", "blazeface", "blazeface-full", "hog", "haar")
 class FaceDetector:
     """One detector by name. 'auto' (default) and 'blazeface': BlazeFace short range with tiles for
     small faces; 'blazeface-full': the full-range model; 'hog': dlib's HOG; 'haar': OpenCV's cascade.
-    'auto' falls back to HOG only when BlazeFace cannot be loaded (its packages missing); no
+    'auto' falls back to HOG only when BlazeFace cannot be loaded (ai-edge-litert missing), and warns
+    when it does (`name` says which detector runs); no
     detector falls back to another when it finds nothing, so none invents faces.
     `min_score`: each detector's own scale (BlazeFace: probability, default 0.5; HOG: margin,
     default 0.25); `upsample`: HOG only."""
@@ -80,9 +81,12 @@ class FaceDetector:
                 self._det = BlazeFaceDetector("full" if method == "blazeface-full" else "short",
                                               min_score=self.BLAZEFACE_MIN_SCORE if min_score is None else min_score,
                                               min_face=min_face, threads=threads)
-            except BlazeFaceUnavailable:
+            except BlazeFaceUnavailable as e:
                 if method != "auto":
                     raise
+                import warnings
+                warnings.warn(f"BlazeFace is unavailable ({e}); detecting faces with dlib's HOG detector instead, "
+                              "which misses more faces (ask for --detector hog to silence this)", stacklevel=2)
         if self._det is None and method in ("auto", "hog"):
             self._det = HogDetector(upsample=upsample,
                                     threshold=self.DEFAULT_MIN_SCORE if min_score is None else min_score)
