@@ -134,6 +134,10 @@ def test_four_face_video_writes_every_output(tmp_path):
     assert len(list(out.glob("timeline_face*.png"))) == 4
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 16
+    import av  # H.264, which browsers play (MPEG-4 Part 2 they do not)
+    with av.open(str(out / "annotated.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+    assert s["annotated_video_codec"] == "h264" and "annotated video" in p.stdout and "(h264)" in p.stdout
     assert len((out / "frames.jsonl").read_text().splitlines()) == 16
 
 
@@ -205,6 +209,8 @@ def bad_sources(tmp_path_factory):
     w.release()
     data = (d / "full.avi").read_bytes()
     (d / "half.avi").write_bytes(data[: len(data) // 2])  # frames decode until the cut
+    cv2.imwrite(str(d / "photo.jpg"), cv2.cvtColor(face_frames(1)[0], cv2.COLOR_RGB2BGR))
+    (d / "photo_renamed.mp4").write_bytes((d / "photo.jpg").read_bytes())
     with wave.open(str(d / "audio.wav"), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -217,7 +223,9 @@ def bad_sources(tmp_path_factory):
                                          ("notes.mp4", "cannot open as a video"),
                                          ("audio.wav", "no readable video frames|cannot open as a video"),
                                          ("half.mp4", "cannot open as a video|no readable video frames"),
-                                         ("7", "cannot open webcam 7")])
+                                         ("7", "cannot open webcam 7"),
+                                         ("photo.jpg", "a still image, not a video .*ferlab predict"),
+                                         ("photo_renamed.mp4", "a still image, not a video")])
 def test_bad_sources_are_one_line(bad_sources, name, needle, tmp_path):
     import re
     src = name if name.isdigit() else str(bad_sources / name)
@@ -264,3 +272,16 @@ def test_two_looks_that_find_the_same_face_keep_it_once():
     kept = distinct([(same, far), (same, near), (other, {"box": np.array([300.0, 100, 360, 160]),
                                                         "motion": np.zeros(4)}), (None, near)])
     assert kept == [same, other]
+
+
+def test_labels_stay_inside_the_frame():
+    from ferlab.app.draw import draw_faces
+    frame = np.zeros((120, 160, 3), np.uint8)
+    face = {"label": "happiness", "confidence": 0.99}
+    top_right = draw_faces(frame, [{**face, "box": (120, 0, 160, 40)}])
+    green = np.argwhere((top_right[..., 1] > 200) & (top_right[..., 0] < 50))
+    assert len(green) and green[:, 1].max() < 160 and green[:, 0].min() >= 0
+    # the label's filled band, not only the box outline, is drawn: some of it lies left of the box
+    assert green[:, 1].min() < 120
+    bottom = draw_faces(frame, [{**face, "box": (0, 110, 30, 119)}])
+    assert ((bottom[..., 1] > 200) & (bottom[..., 0] < 50)).sum() > 200  # the whole label, not clipped away

@@ -1,7 +1,9 @@
 """ferlab: facial expression recognition — face detection, landmarks, alignment, models, training."""
 __version__ = "0.1.0"
+# the model every command and FaceAnalyzer() run unless told otherwise (a name shipped in ferlab/weights)
+DEFAULT_MODEL = "default"
 
-__all__ = ["FaceAnalyzer", "adapt", "create_model", "list_models", "__version__"]
+__all__ = ["DEFAULT_MODEL", "FaceAnalyzer", "adapt", "create_model", "list_models", "__version__"]
 
 
 def __getattr__(name):  # lazy: `import ferlab` stays cheap; torch loads on first use

@@ -30,17 +30,11 @@ MODELS = {
 
 # the detector names of ferlab.faces.DETECTORS (kept here so that parsing arguments imports no OpenCV)
 DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
-# predict, video and serve run the distilled student: it met issue 24's accuracy condition against
-# the accurate default (FER+ test within 0.5 points, twperformers within 1; benchmarks/results/
-# fast_default.json). demo, evaluate, explain and FaceAnalyzer() keep the accurate ResNet-18.
-FAST_PATH_MODEL = "fast"
-
-
-def add_model_opt(q, default=None) -> None:
-    """--model: a .safetensors path or a shipped name; None means the accurate shipped default."""
-    what = f"'{default}', the distilled student" if default == FAST_PATH_MODEL else "the accurate shipped default"
-    q.add_argument("--model", default=default,
-                   help=f"model .safetensors or shipped name ('default', 'fast'; default: {what})")
+def add_model_opt(q) -> None:
+    """--model: a .safetensors path or a shipped name; every command's default is ferlab.DEFAULT_MODEL."""
+    from . import DEFAULT_MODEL
+    q.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model file (PATH.safetensors) or shipped name (see `ferlab models`; default: {DEFAULT_MODEL})")
 
 
 def engine_opts(a) -> dict:
@@ -187,13 +181,19 @@ def cmd_video(a):
     va = VideoAnalyzer(fa, smooth_seconds=a.smooth, detect_every=a.detect_every)
     r = run_video(va, a.input, out, stride=a.stride, fps=a.fps, write_video=not a.no_video,
                   progress=sys.stderr.isatty() or a.progress, max_frames=a.max_frames)
+    if not r["frames_analysed"] and not r["interrupted"]:
+        print(f"ferlab: error: {r['source']}: no frame could be read, nothing to analyse", file=sys.stderr)
+        return 2
     print(f"{r['source']}: {r['frames_analysed']} frames analysed ({r['frames_read']} read), "
           f"{len(r['faces'])} face track(s)")
     for fid, f in r["faces"].items():
         print(f"  face {fid}: {f['first_seen_s']:.2f}-{f['last_seen_s']:.2f} s, mostly {f['dominant']} "
               f"({f['share_of_time'][f['dominant']]:.0%} of its frames)")
-    print(f"per-frame table {out / 'frames.csv'} (and frames.jsonl), summary {out / 'summary.json'}, "
-          f"timelines {out}/timeline_face*.png" + ("" if a.no_video else f", annotated video {out / 'annotated.mp4'}"))
+    timelines = sorted(out.glob("timeline_face*.png"))
+    video = r.get("annotated_video")
+    print(f"per-frame table {out / 'frames.csv'} (and frames.jsonl), summary {out / 'summary.json'}"
+          + (f", timelines {out}/timeline_face*.png ({len(timelines)})" if timelines else "")
+          + (f", annotated video {video} ({r['annotated_video_codec']})" if video else ""))
     if r.get("stopped_early"):
         print(f"ferlab: error: {r['source']}: {r['stopped_early']}; the rows read so far are kept", file=sys.stderr)
         return 2
@@ -226,10 +226,38 @@ def cmd_demo(a):
     return cmd_predict(a)
 
 
+def shipped_model_notes() -> list[tuple[str, str]]:
+    """(name, one line) for each emotion model shipped in ferlab/weights, read from its JSON (no torch)."""
+    import json
+    from importlib import resources
+    from . import DEFAULT_MODEL
+    out = []
+    for f in sorted(resources.files("ferlab").joinpath("weights").iterdir(), key=lambda f: f.name):
+        if not f.name.endswith(".json"):
+            continue
+        try:
+            meta = json.loads(f.read_text())
+        except ValueError:
+            continue
+        if meta.get("arch") in (None, "mobilefacenet_landmarks"):
+            continue
+        name = f.name[:-len(".json")]
+        weights = f.parent / f"{name}.safetensors"
+        size = f" {weights.stat().st_size / 1e6:.1f} MB" if weights.is_file() else ""
+        out.append((name, f"{meta.get('summary', meta['arch'])} [{meta['arch']},{size}]"
+                    + ("  <- the default" if name == DEFAULT_MODEL else "")))
+    return sorted(out, key=lambda t: (t[0] != DEFAULT_MODEL, t[0]))
+
+
 def cmd_models(a):
-    width = max(map(len, MODELS))
+    shipped = shipped_model_notes()
+    print("Shipped models (ready to run: --model NAME, FaceAnalyzer(NAME)):")
+    width = max(map(len, [n for n, _ in shipped] + list(MODELS)))
+    for name, what in shipped:
+        print(f"  {name:{width}s}  {what}")
+    print("\nArchitectures (train them: ferlab train CONFIG; configs/ holds one per recipe):")
     for name, what in sorted(MODELS.items()):
-        print(f"{name:{width}s}  {what}")
+        print(f"  {name:{width}s}  {what}")
     return 0
 
 
@@ -272,8 +300,10 @@ def cmd_evaluate(a):
     from .engine.checkpoint import load_meta, load_model
     from .engine.config import apply_overrides, load_config
     from .engine.evaluate import evaluate
+    from .app.analyzer import resolve_model
     if a.photos:
         return cmd_evaluate_photos(a)
+    a.checkpoint = resolve_model(a.checkpoint)  # a shipped name or a model file, as every command takes
     meta = load_meta(a.checkpoint)
     load_model(a.checkpoint)  # a bad weights file is reported before any data is read
     # the data section of the model's own training config, unless a config is given; then overrides
@@ -309,9 +339,10 @@ def cmd_evaluate(a):
 def cmd_export(a):
     from pathlib import Path
 
+    from .app.analyzer import resolve_model
     from .engine.checkpoint import load_model, save_model
     from .models import needs_landmarks
-    model, meta = load_model(a.checkpoint)
+    model, meta = load_model(resolve_model(a.checkpoint))
     out = Path(a.out)
     meta = {**meta, "exported_from": str(a.checkpoint),
             "dtype": "int8 weights (per-channel scales)" if a.int8 else "float16" if a.half else "float32"}
@@ -499,6 +530,8 @@ def cmd_data(a):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"ferlab {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config", help="YAML config, or - for the defaults (then only overrides)")
@@ -507,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out-dir", default=None)
     t.set_defaults(fn=cmd_train)
 
-    def face_opts(q, model=None):
-        add_model_opt(q, model)
+    def face_opts(q):
+        add_model_opt(q)
         q.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
         q.add_argument("--upsample", type=whole_number(0), default=1, help="dlib HOG upsampling (finds smaller faces)")
         q.add_argument("--min-score", type=finite_number, default=None,
@@ -524,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")
-    face_opts(q, FAST_PATH_MODEL)
+    face_opts(q)
     q.set_defaults(fn=cmd_predict)
     d = sub.add_parser("demo", help="the main job: the shipped model on a real photo")
     d.add_argument("image", nargs="?", default=None)
@@ -577,14 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-frames", type=whole_number(1), default=None, help="stop after this many frames")
     v.add_argument("--no-video", action="store_true", help="no annotated video")
     v.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
-    add_model_opt(v, FAST_PATH_MODEL)
+    add_model_opt(v)
     v.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     add_engine_opts(v)
     v.set_defaults(fn=cmd_video)
     sv = sub.add_parser("serve", help="a REST API, a webcam stream and a web page on this machine")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=whole_number(1), default=8000)
-    add_model_opt(sv, FAST_PATH_MODEL)
+    add_model_opt(sv)
     sv.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     add_engine_opts(sv)
     sv.add_argument("--api-key", default=None,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.arrays import resize_face, standardise
-from ..data.imageio import as_rgb
+from ..data.imageio import BadImageError, as_rgb
 from ..engine.checkpoint import load_model
 from ..faces import FaceDetector
 from ..faces.detect import DETECTORS
@@ -27,7 +27,9 @@ from ..models import model_args, needs_landmarks
 
 
 def default_model_path() -> Path:
-    return Path(str(resources.files("ferlab") / "weights" / "default.safetensors"))
+    """The model file of ferlab.DEFAULT_MODEL, the one every command runs unless told otherwise."""
+    from .. import DEFAULT_MODEL
+    return Path(str(resources.files("ferlab") / "weights" / f"{DEFAULT_MODEL}.safetensors"))
 
 
 def shipped_models() -> dict[str, Path]:
@@ -190,11 +192,11 @@ class FaceAnalyzer:
             probs = (probs + self._probs(flipped, lm)) / 2
         return probs
 
-    def prepare_crops(self, crops) -> tuple[np.ndarray, np.ndarray | None]:
+    def prepare_crops(self, crops, bgr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Already-cropped faces -> (uint8 batch at the model's input, landmarks or None). Landmarks
         (only for models that need them) come from dlib on the whole crop, as for datasets."""
         size, ch = self.pre["img_size"], self.pre["channels"]
-        rgbs = [as_rgb(c) for c in crops]
+        rgbs = [as_rgb(c, bgr) for c in crops]
         if not rgbs:
             return np.zeros((0, ch, size, size), np.uint8), None
         batch = np.stack([resize_face(c, size, ch) for c in rgbs])
@@ -220,9 +222,13 @@ class FaceAnalyzer:
         return align_detections(rgb, dets[:max_faces], self.landmarker, self.pre["img_size"], self.pre["channels"],
                                 self.pre.get("framing", "fer2013"), self.antialias)
 
-    def analyze_many(self, images, max_faces: int | None = None) -> list[list[dict]]:
-        """`analyze` for several photos, their faces through the model in one batch."""
-        prepared = [self.prepare_faces(as_rgb(im), max_faces) for im in images]
+    def analyze_many(self, images, max_faces: int | None = None, bgr: bool = False) -> list[list[dict]]:
+        """`analyze` for a list of photos (each a path, bytes, PIL image or array), their faces through
+        the model in one batch; one list of face records per photo."""
+        if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__iter__"):
+            raise BadImageError(f"analyze_many takes a list of images, got a {type(images).__name__} "
+                                "(for one image use analyze)")
+        prepared = [self.prepare_faces(as_rgb(im, bgr), max_faces) for im in images]
         batches = [b for b, _, _ in prepared if len(b)]
         if not batches:
             return [[] for _ in prepared]
@@ -246,15 +252,16 @@ class FaceAnalyzer:
                         "label": self.labels[top], "confidence": float(p[top])})
         return out
 
-    def classify_crops(self, crops) -> list[dict]:
+    def classify_crops(self, crops, bgr: bool = False) -> list[dict]:
         """Classify already-cropped faces (a list of arrays / PIL images / paths, or an (N,H,W[,C]) array)."""
-        return self.records(self.predict_tensor(*self.prepare_crops(crops)))
+        return self.records(self.predict_tensor(*self.prepare_crops(crops, bgr)))
 
-    def analyze(self, image, max_faces: int | None = None, detections=None) -> list[dict]:
-        """Every face of a photo (path, PIL image or array): box, detector score, 68 landmarks,
-        probabilities by label, top label. Faces are ordered by detector score. `detections`: faces
-        already found (see `prepare_faces`), instead of running the detector."""
-        batch, pts, faces = self.prepare_faces(as_rgb(image), max_faces, detections)
+    def analyze(self, image, max_faces: int | None = None, detections=None, bgr: bool = False) -> list[dict]:
+        """Every face of one photo (a path, the bytes of an image file, a PIL image or an array): box,
+        detector score, 68 landmarks, probabilities by label, top label. Faces are ordered by detector
+        score. Arrays are read as RGB; `bgr=True` for OpenCV's BGR (cv2.imread, cv2.VideoCapture).
+        `detections`: faces already found (see `prepare_faces`), instead of running the detector."""
+        batch, pts, faces = self.prepare_faces(as_rgb(image, bgr), max_faces, detections)
         for f, r in zip(faces, self.records(self.predict_tensor(batch, pts))):
             f.update(r)
         return faces

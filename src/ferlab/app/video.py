@@ -178,6 +178,17 @@ def _quiet_video_logs() -> None:
         pass
 
 
+def _is_still_image(path: Path) -> bool:
+    """Whether a file is a picture (by its content, whatever its name says): FFmpeg would open it as
+    a one-frame video."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return getattr(im, "n_frames", 1) <= 1 or im.format in ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
 def open_video(source, stride: int = 1, fps: float = 30.0, max_frames: int | None = None) -> VideoSource:
     """A frame iterator for a video file, a folder of frames, a webcam index or a stream URL."""
     _quiet_video_logs()
@@ -225,6 +236,8 @@ def open_video(source, stride: int = 1, fps: float = 30.0, max_frames: int | Non
         return VideoSource(folder_frames(), fps, len(files), str(path), status)
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file")
+    if _is_still_image(path):
+        raise VideoError(f"{path}: a still image, not a video (for photos: ferlab predict {path})")
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise VideoError(f"{path}: cannot open as a video (not a video file, or a format FFmpeg cannot read)")
@@ -360,6 +373,59 @@ def follow_by_landmarks(framing, lm: np.ndarray, shape) -> Detection | None:
 
 # --- outputs ----------------------------------------------------------------------------------
 
+class AnnotatedVideoWriter:
+    """The annotated video: H.264 in MP4 (what browsers play) through PyAV where its FFmpeg has an
+    H.264 encoder, else OpenCV's MPEG-4 Part 2 (`codec` says which was written). Frames are RGB; an
+    odd width or height is padded by one pixel (H.264's 4:2:0 needs even sides)."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps, self.frames = Path(path), float(fps), 0
+        self._av = self._cv = None
+        self.codec = None
+
+    def _open(self, h: int, w: int):
+        try:
+            import av
+            encoder = next((c for c in ("libx264", "h264", "libopenh264") if c in av.codecs_available), None)
+        except ImportError:
+            encoder = None
+        if encoder is not None:
+            from fractions import Fraction
+            self._av = av.open(str(self.path), "w")
+            self._stream = self._av.add_stream(encoder, rate=Fraction(self.fps).limit_denominator(1000))
+            self._stream.width, self._stream.height, self._stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+            self.codec = "h264"
+        else:
+            import cv2
+            self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self.codec = "mpeg4 (MPEG-4 Part 2; install PyAV for H.264)"
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._av is None and self._cv is None:
+            self._open(*rgb.shape[:2])
+        if self._av is not None:
+            import av
+            h, w = rgb.shape[:2]
+            if h % 2 or w % 2:
+                rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                self._av.mux(packet)
+        else:
+            import cv2
+            self._cv.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._av is not None:
+            for packet in self._stream.encode():
+                self._av.mux(packet)
+            self._av.close()
+            self._av = None
+        if self._cv is not None:
+            self._cv.release()
+            self._cv = None
+
+
 def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 30.0, write_video: bool = True,
               progress: bool = True, max_frames: int | None = None, log=print) -> dict:
     """Analyse a whole source, writing as it reads: OUT/frames.csv and frames.jsonl (a row per face
@@ -405,10 +471,8 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
             if write_video:
                 frame = draw_faces(rec["rgb"], [{**f, "label": f"#{f['face_id']} {f['label']}"} for f in rec["faces"]])
                 if writer is None:
-                    h, wd = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             max(1.0, src.fps / stride), (wd, h))
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                    writer = AnnotatedVideoWriter(out / "annotated.mp4", max(1.0, src.fps / stride))
+                writer.write(frame)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
@@ -419,13 +483,16 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
         fh_csv.close()
         fh_jsonl.close()
         if writer is not None:
-            writer.release()
+            writer.close()
     read = src.status.get("frames_read", 0)
     report = {"source": src.name, "fps": src.fps, "stride": stride, "frames_in_source": src.n_frames,
               "frames_read": read, "frames_analysed": analysed, "interrupted": interrupted,
               "smooth_seconds": va.smooth_seconds, "faces": summarise(timelines, labels, src.fps / stride)}
     if src.status.get("bad_frames"):
         report["bad_frames"] = src.status["bad_frames"]
+    if writer is not None and writer.frames:
+        report["annotated_video"] = str(out / "annotated.mp4")
+        report["annotated_video_codec"] = writer.codec
     expected = src.n_frames if max_frames is None else min(src.n_frames or 0, max_frames) or None
     if error or (expected and not interrupted and read < expected - 1):
         report["stopped_early"] = f"reading stopped at frame {read} of {expected or '?'}" + (f" ({error})" if error else "")

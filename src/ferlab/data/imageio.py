@@ -120,13 +120,26 @@ def to_array(img: Image.Image, mode: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB")))
 
 
-def as_rgb(image) -> np.ndarray:
-    """Accept a path, PIL image or numpy array (gray, RGB or RGBA) and return uint8 RGB."""
+def as_rgb(image, bgr: bool = False) -> np.ndarray:
+    """One image -> uint8 RGB. Takes a path, the bytes of an image file, a PIL image or a numpy array
+    (gray, RGB or RGBA; with `bgr=True` a colour array is in OpenCV's BGR/BGRA order, as
+    `cv2.imread` and `cv2.VideoCapture` give it). Anything else is a BadImageError saying what it got."""
     if isinstance(image, (str, os.PathLike)):
         return read_image(image, "RGB")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), "image bytes", "RGB")
     if isinstance(image, Image.Image):
         return to_array(image, "RGB")
+    if isinstance(image, (list, tuple)):
+        raise BadImageError(f"got a {type(image).__name__} of {len(image)} items where one image was expected "
+                            "(for several images use analyze_many([...]))")
+    if not isinstance(image, np.ndarray) and not hasattr(image, "__array__"):
+        raise BadImageError(f"got a value of type {type(image).__name__}: give a path, the bytes of an image file, a PIL image "
+                            "or a numpy array")
     arr = np.asarray(image)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise BadImageError(f"got an array of {arr.dtype} values: an image array holds numbers (uint8 0-255 "
+                            "or floats 0-1)")
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
             arr = arr * 255.0
@@ -135,11 +148,11 @@ def as_rgb(image) -> np.ndarray:
         return np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim == 3 and arr.shape[2] == 1:
         return np.repeat(arr, 3, axis=2)
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        return np.ascontiguousarray(arr[:, :, :3])
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return np.ascontiguousarray(arr)
-    raise BadImageError(f"image array of shape {arr.shape} is not gray, RGB or RGBA")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[:, :, 2::-1] if bgr else arr[:, :, :3]
+        return np.ascontiguousarray(rgb)
+    raise BadImageError(f"image array of shape {arr.shape} is not gray, RGB or RGBA (one image: height x width "
+                        "[x channels])")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
