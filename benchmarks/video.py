@@ -150,7 +150,7 @@ def agreement(rows: list[dict], ref: list[dict]) -> dict:
     def by_frame(rs):
         d = {}
         for x in rs:
-            if x["face_id"]:
+            if x["face"]:
                 d.setdefault(x["frame"], []).append(x)
         return d
     a, b = by_frame(rows), by_frame(ref)

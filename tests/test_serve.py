@@ -96,7 +96,16 @@ def test_models_health_docs(c, fa):
     assert valid.get("per_source_accuracy", {}).get("ferplus", valid["accuracy"]) > 0.8
     assert "api_key" not in m["settings"] and m["settings"]["api_key_required"] is False
     assert c.get("/healthz").json()["status"] == "ok"
-    assert c.get("/docs").status_code == 200
+    docs = c.get("/docs")
+    assert docs.status_code == 200
+    # the API page works offline: every script, style and icon it names is served by ferlab itself
+    import re
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+    for a in assets:
+        r = c.get(a)
+        assert r.status_code == 200 and len(r.content) > 500, a
+    assert c.get("/docs-assets/../../etc/passwd").status_code == 404
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/v1/analyze", "/v1/analyze/batch", "/v1/explain", "/v1/models", "/healthz"} <= set(paths)
 

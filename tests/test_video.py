@@ -112,7 +112,7 @@ def test_table_matches_per_photo_results_with_smoothing_off(tmp_path, analyzer):
         faces = analyzer.analyze(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         mine = [x for x in rows if int(x["frame"]) == i]
         assert len(mine) == len(faces) == 1
-        assert mine[0]["label"] == faces[0]["label"] and mine[0]["face_id"] == "1"
+        assert mine[0]["label"] == faces[0]["label"] and mine[0]["face"] == "1"
         for n in analyzer.labels:
             assert float(mine[0][f"p_{n}"]) == pytest.approx(faces[0]["probs"][n], abs=1e-5)
             assert float(mine[0][f"smoothed_{n}"]) == pytest.approx(faces[0]["probs"][n], abs=1e-5)
@@ -127,7 +127,7 @@ def test_four_face_video_writes_every_output(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     out = tmp_path / "o"
     rows = list(csv.DictReader(open(out / "frames.csv")))
-    assert len({x["face_id"] for x in rows}) == 4 and len(rows) == 16 * 4
+    assert len({x["face"] for x in rows}) == 4 and len(rows) == 16 * 4
     s = json.loads((out / "summary.json").read_text())
     assert len(s["faces"]) == 4 and all(f["frames"] == 16 for f in s["faces"].values())
     assert all(f["dominant"] == "happiness" for f in s["faces"].values())

@@ -164,6 +164,14 @@ def cmd_predict(a):
     n_faces = sum(len(r["faces"]) for r in results)
     print(f"{len(results)} of {len(items)} images done, {n_faces} face(s); results in {out_dir / 'predictions.json'} "
           f"(and one row per face in predictions.csv / predictions.jsonl)")
+    if not verbose:
+        from collections import Counter
+        tally = Counter(f["label"] for r in results for f in r["faces"])
+        if tally:
+            print("faces by emotion: " + ", ".join(f"{k} {v}" for k, v in tally.most_common()))
+        print(f"annotated copies: {out_dir}" if annotate else
+              f"per-face lines and annotated copies are left out above 10 images; add --annotate for annotated copies "
+              f"in {out_dir}")
     if not results:
         return 3
     return 0
@@ -363,7 +371,7 @@ def cmd_adapt(a):
     r = adapt(a.base, a.photos, a.out, dataset=a.dataset, label_column=a.label_column,
               subject_column=a.subject_column, mode=a.mode, only_these_labels=a.only_these_labels,
               new_labels=a.new_labels, steps=a.steps, valid_fraction=a.valid_fraction, seed=a.seed,
-              detector=a.detector, progress=not a.quiet).report
+              detector=a.detector, replay=a.replay, replay_dataset=a.replay_dataset, progress=not a.quiet).report
     t = r["training"]
     print(f"trained {t['steps_run']} of {t['steps_planned']} steps, kept step {t['best_step']} (best held-out log-loss)")
     for who in ("base", "adapted"):
@@ -671,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--valid-fraction", type=finite_number, default=0.2, help="share held out (default 0.2)")
     ad.add_argument("--seed", type=whole_number(0), default=0)
     ad.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
+    ad.add_argument("--replay", default=None, help="faces of the base's own kind (e.g. a FER+ folder): the adapted "
+                                                   "model is held to the base on them, and forgets less")
+    ad.add_argument("--replay-dataset", default="ferplus", help="the reader of --replay (default: ferplus)")
     ad.add_argument("--quiet", action="store_true", help="no progress bars")
     ad.set_defaults(fn=cmd_adapt)
     cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "
@@ -701,6 +712,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model_exists(model) -> bool:
+    """Whether --model names a shipped model or a model file (checked without importing torch)."""
+    from pathlib import Path
+    if model is None or str(model) in {n for n, _ in shipped_model_notes()}:
+        return True
+    p = Path(str(model))
+    return p.is_file() or p.with_suffix(".safetensors").is_file() or p.with_suffix(".json").is_file()
+
+
+def precheck(a) -> None:
+    """The arguments a command would fail on, checked before its heavy imports (torch, OpenCV), so a
+    mistyped path or model name is one line at once rather than after seconds of loading."""
+    from pathlib import Path
+    cmd = getattr(a, "cmd", None)
+    for attr in ("model", "checkpoint", "base"):
+        m = getattr(a, attr, None)
+        if m is not None and cmd in ("predict", "demo", "video", "serve", "explain", "evaluate", "export", "adapt",
+                                     "calibrate") and not _model_exists(m):
+            names = ", ".join(n for n, _ in shipped_model_notes())
+            raise UserError(f"model {str(m)!r}: no such model file; give a ferlab model file (PATH.safetensors with "
+                            f"PATH.json beside it) or a shipped name ({names})")
+    paths = []
+    if cmd == "predict" and len(a.inputs) == 1:
+        paths = a.inputs
+    elif cmd in ("demo", "explain") and getattr(a, "image", None) and not getattr(a, "tsne", False):
+        paths = [a.image]
+    elif cmd == "video" and not str(a.input).isdigit() and "://" not in str(a.input):
+        paths = [a.input]
+    elif cmd in ("evaluate", "adapt") and getattr(a, "photos", None):
+        paths = [a.photos]
+    for p in paths:
+        if not Path(p).exists():
+            raise UserError(f"{p}: no such file or folder")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # every ferlab error a user can cause is a ValueError (ConfigError, DatasetError, BadImageError,
@@ -708,6 +754,7 @@ def main(argv=None) -> int:
     # or a UserError: caught below
     # without importing their modules (importing torch for the error classes cost seconds per command)
     try:
+        precheck(args)
         return int(args.fn(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.imageio import BadImageError, as_rgb
+from . import face_table
 
 
 class ResultWriter:
-    """predictions.jsonl (one line per face) and predictions.csv (one row per face: file, face,
-    box, score, label, confidence, probabilities), flushed after every photo."""
+    """predictions.jsonl (one line per face) and predictions.csv (one row per face in the layout of
+    `face_table`), flushed after every photo."""
 
     def __init__(self, out_dir: Path, labels: list[str]):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -22,15 +23,13 @@ class ResultWriter:
         self.jsonl = open(out_dir / "predictions.jsonl", "w")
         self.csv_fh = open(out_dir / "predictions.csv", "w", newline="")
         self.csv = csv.writer(self.csv_fh)
-        self.csv.writerow(["file", "face", "x0", "y0", "x1", "y1", "score", "label", "confidence",
-                           *[f"p_{n}" for n in labels]])
+        self.csv.writerow(face_table.header(labels))
 
     def write(self, name: str, faces: list[dict]) -> None:
         for i, f in enumerate(faces):
             self.jsonl.write(json.dumps({"file": name, "face": i, **{k: v for k, v in f.items() if k != "landmarks"}})
                              + "\n")
-            self.csv.writerow([name, i, *f["box"], f["score"], f["label"], f"{f['confidence']:.5f}",
-                               *[f"{f['probs'][n]:.5f}" for n in self.labels]])
+            self.csv.writerow(face_table.row(name, f, self.labels, index=i))
         self.jsonl.flush()
         self.csv_fh.flush()
 

@@ -27,6 +27,7 @@ from ..data.readers import DATASET_READERS, DatasetError, SampleList
 from ..data.splits import merge
 from ..engine.metrics import bootstrap, expected_calibration_error, score, write_confusion  # noqa: F401 (re-exported)
 from ..faces.frontend import largest_index, pick_face
+from . import face_table
 
 NO_FACE = "no face"
 
@@ -97,14 +98,17 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
         out_dir.mkdir(parents=True, exist_ok=True)
         fh = open(out_dir / "predictions.csv", "w", newline="")
         writer = csv.writer(fh)
-        writer.writerow(["image", "true", "pred", "face_found", "box", *[f"p_{n}" for n in model_labels]])
+        writer.writerow(face_table.header(model_labels, extra=("true_label",)))
     pred_names, no_face, unreadable, t0 = [], [], [], time.perf_counter()
     boxes = samples.flags.get("box")
     confidence = np.full(len(samples), np.nan)
     try:
         for i, p in enumerate(tqdm(samples.paths, desc="photos", unit="img", disable=not progress)):
+            k = ""
             try:
-                face = scored_face(analyzer.analyze(p), None if boxes is None else boxes[i])
+                faces = analyzer.analyze(p)
+                k = pick_face([f["box"] for f in faces], None if boxes is None else boxes[i])
+                face = None if k is None else faces[k]
             except BadImageError as e:
                 unreadable.append((str(p), str(e)))
                 face = False
@@ -116,9 +120,8 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
                 pred_names.append(face["label"])
                 confidence[i] = face["confidence"]
             if writer:
-                probs = [f"{face['probs'][n]:.5f}" for n in model_labels] if face else [""] * len(model_labels)
-                writer.writerow([str(p), names[samples.labels[i]], pred_names[-1], int(bool(face)),
-                                 json.dumps(face["box"]) if face else "", *probs])
+                writer.writerow(face_table.row(p, face or None, model_labels, index=k if face else "",
+                                               extra=(names[samples.labels[i]],)))
                 fh.flush()
     finally:
         if fh:

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
@@ -293,7 +294,7 @@ def create_app(analyzer, settings: ServeSettings | None = None, model_name: str 
         yield
         service.close()
     app = FastAPI(title="ferlab", version="1", description="Facial expression recognition: faces and emotions.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -469,6 +470,23 @@ def create_app(analyzer, settings: ServeSettings | None = None, model_name: str 
     async def page():
         return Response(web_file("index.html"), media_type=WEB_FILES["index.html"], headers={"Content-Security-Policy": CSP})
 
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs():
+        """Swagger UI for the API, its script and style served by this server (works offline)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="ferlab API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    async def api_docs_asset(name: str):
+        path = swagger_ui_files().get(name)  # a fixed list: no path from the client reaches the file system
+        if path is None:
+            raise ApiError(404, "not_found", "no such file")
+        return Response(path.read_bytes(), media_type=SWAGGER_TYPES[path.suffix],
+                        headers={"Cache-Control": "max-age=86400"})
+
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
         if name not in WEB_FILES:  # a fixed list: no path from the client reaches the file system
@@ -476,6 +494,23 @@ def create_app(analyzer, settings: ServeSettings | None = None, model_name: str 
         return Response(web_file(name), media_type=WEB_FILES[name], headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+SWAGGER_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def swagger_ui_files() -> dict:
+    """Swagger UI's script, style and icon from the swagger-ui-bundle wheel (Apache-2.0), by name."""
+    import importlib.util
+    spec = importlib.util.find_spec("swagger_ui_bundle")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    vendor = Path(list(spec.submodule_search_locations)[0]) / "vendor"
+    folders = sorted(vendor.glob("swagger-ui-*"))
+    if not folders:
+        return {}
+    names = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+    return {n: folders[-1] / n for n in names if (folders[-1] / n).is_file()}
 
 
 def serve(analyzer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, model_name=None,

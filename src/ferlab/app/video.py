@@ -32,6 +32,7 @@ import numpy as np
 
 from ..data.imageio import IMAGE_SUFFIXES, BadImageError, read_image
 from ..faces.detection import Detection, iou_matrix
+from . import face_table
 
 
 class VideoError(ValueError):
@@ -445,8 +446,7 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
     fh_csv = open(out / "frames.csv", "w", newline="")
     fh_jsonl = open(out / "frames.jsonl", "w")
     w = csv.writer(fh_csv)
-    w.writerow(["frame", "time_s", "face_id", "x0", "y0", "x1", "y1", "score", "label", "confidence",
-                *[f"p_{n}" for n in labels], *[f"smoothed_{n}" for n in labels], "detected"])
+    w.writerow(face_table.header(labels, extra=(*[f"smoothed_{n}" for n in labels], "detected")))
     writer = None
     timelines: dict[int, dict] = {}
     analysed, interrupted, error = 0, False, None
@@ -456,11 +456,11 @@ def run_video(va: VideoAnalyzer, source, out_dir, stride: int = 1, fps: float = 
         for rec in va.frames(None, video=src):
             analysed += 1
             if not rec["faces"]:
-                w.writerow([rec["frame"], rec["time"], "", "", "", "", "", "", "no face", "", *[""] * (2 * len(labels)), ""])
+                w.writerow(face_table.row(src.name, None, labels, frame=rec["frame"], time_s=rec["time"],
+                                          extra=[""] * (len(labels) + 1)))
             for f in rec["faces"]:
-                w.writerow([rec["frame"], rec["time"], f["face_id"], *f["box"], f["score"], f["label"],
-                            f"{f['confidence']:.5f}", *[f"{f['probs'][n]:.5f}" for n in labels],
-                            *[f"{f['smoothed'][n]:.5f}" for n in labels], int(f["detected"])])
+                w.writerow(face_table.row(src.name, f, labels, index=f["face_id"], frame=rec["frame"], time_s=rec["time"],
+                                          extra=(*[f"{f['smoothed'][n]:.5f}" for n in labels], int(f["detected"]))))
                 tl = timelines.setdefault(f["face_id"], {"times": [], "smoothed": [], "labels": []})
                 tl["times"].append(rec["time"])
                 tl["smoothed"].append([f["smoothed"][n] for n in labels])
