@@ -141,11 +141,13 @@ def _held_out_scores(probs: np.ndarray, out_labels: list[str], true: np.ndarray,
 def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = None, label_column: str = "label",
           subject_column: str | None = None, mode: str = "auto", only_these_labels: bool = False,
           new_labels: bool = False, steps: int | None = None, valid_fraction: float = 0.2, seed: int = 0,
-          detector: str = "auto", n_boot: int = 1000, recipe: Recipe | None = None, progress: bool = True,
-          log=print) -> AdaptResult:
+          detector: str = "auto", replay=None, replay_dataset: str = "ferplus", replay_faces: int = 4000,
+          n_boot: int = 1000, recipe: Recipe | None = None, progress: bool = True, log=print) -> AdaptResult:
     """Adapt `base` (a shipped name or a model file) to the labelled photos `photos`; writes
     OUT/model.safetensors, OUT/model.json, OUT/report.json and OUT/skipped.csv (photos left out).
-    Returns the model's path and the report."""
+    `replay`: a dataset of the base's own kind (read with `replay_dataset`'s reader, its train split,
+    `replay_faces` of them drawn), on which the adapted model is held to the base's predictions so
+    that it forgets less. Returns the model's path and the report."""
     import torch
 
     from ..faces.aligned_cache import aligned_faces
@@ -226,8 +228,12 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
     if recipe is None:
         recipe = Recipe(mode=AUTO_MODE if mode == "auto" else mode, steps=steps, seed=seed)
     norm = {"mean": pre["mean"], "std": pre["std"]}
+    replay_u8 = None
+    if replay is not None:
+        replay_u8 = _replay_faces(replay, replay_dataset, replay_faces, pre, seed)
+        log(f"replay: {len(replay_u8)} faces of {replay}")
     history = fit(model, base_model, norm, faces[~held], y[~held], faces[held], y[held], shared, recipe,
-                  progress=progress, log=log)
+                  replay_u8=replay_u8, progress=progress, log=log)
 
     # the base and the adapted model on the held-out part
     def probs_of(m):
@@ -241,7 +247,8 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
                  "left_out": len(skipped), "faces_per_class": dict(zip(user_labels, map(int, counts))),
                  "held_out_by": by, "held_out": int(held.sum()), "trained_on": int((~held).sum())},
         "labels": {"user": user_labels, "model": out_labels, "new": unknown},
-        "recipe": recipe.as_dict(),
+        "recipe": {**recipe.as_dict(), "replay_data": None if replay is None else
+                   {"source": str(replay), "dataset": replay_dataset, "faces": int(len(replay_u8))}},
         "training": {k: v for k, v in history.items() if k != "history"},
         "held_out": {"base": _held_out_scores(probs_of(base_model), base_labels, labels[held], user_labels,
                                               groups, n_boot),
@@ -260,6 +267,21 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
     save_model(out / "model", model, new_meta)  # atomic: an interrupted run leaves no half-written model
     (out / "report.json").write_text(json.dumps({**report, "history": history["history"]}, indent=2) + "\n")
     return AdaptResult(out / "model.safetensors", report)
+
+
+def _replay_faces(root, dataset: str, n: int, pre: dict, seed: int) -> np.ndarray:
+    """`n` faces (seeded) of a dataset's train split at the model's input."""
+    from ..engine.inputs import model_input_images
+    if dataset not in DATASET_READERS:
+        raise DatasetError(f"unknown replay dataset {dataset!r}; known: {', '.join(sorted(DATASET_READERS))}")
+    if not Path(root).exists():
+        raise DatasetError(f"replay data {root}: no such folder")
+    splits = DATASET_READERS[dataset](Path(root), label_set=CANONICAL)
+    s = splits.get("train") or next(iter(splits.values()))
+    pick = np.sort(np.random.RandomState(seed).choice(len(s), size=min(n, len(s)), replace=False))
+    imgs, ok = model_input_images(s.subset(pick), pre["img_size"], pre["channels"], pre.get("framing", "fer2013"),
+                                  progress=False)
+    return imgs[ok]
 
 
 def _sha256(path) -> str:

@@ -7,8 +7,12 @@ faces the user did not give:
 - `mode`: which weights move. `head` (the classifier only), `last` (the last stage, the model's
   Grad-CAM layer, and the classifier) or `full` (every weight). Batch-norm statistics stay frozen
   at the base's in every mode: a few dozen faces cannot re-estimate them.
-- distillation of the base's own predictions on the same faces (and their augmented views) over
-  the labels both models share (`distill`, "learning without forgetting"), at temperature 2;
+- replay (when faces of the base's own kind are at hand, e.g. FER+ train): each step also takes a
+  batch of them, and the adapted model is held to the base's predictions on them (distillation at
+  temperature 2 over the labels both models share, weight `replay`). Measured on unseen performers
+  (benchmarks/adapt.py --recipes), this is what keeps FER+; distilling the base's predictions on
+  the user's own faces (`distill`, off by default) held the model to the base's mistakes there and
+  kept FER+ no better;
 - an L2 pull of every moving weight towards its base value (`l2sp`);
 - early stopping on the held-out part's log-loss (less noisy than its accuracy on a few faces),
   checked every `eval_every` steps from step 0 (the base itself), stopping after `patience`
@@ -40,8 +44,9 @@ class Recipe:
     mode: str = "full"
     lr: float = 3e-4
     weight_decay: float = 0.0
-    distill: float = 1.0
-    l2sp: float = 0.01
+    distill: float = 0.0
+    replay: float = 1.0
+    l2sp: float = 0.0
     label_smoothing: float = 0.1
     batch_size: int = 32
     epochs: float = 15.0
@@ -133,10 +138,11 @@ def _logits(model, x_u8: torch.Tensor, norm: dict, batch: int = 256) -> torch.Te
 
 def fit(model: nn.Module, base: nn.Module, norm: dict, train_u8: np.ndarray, train_y: np.ndarray,
         valid_u8: np.ndarray, valid_y: np.ndarray, shared: list[tuple[int, int]], recipe: Recipe,
-        progress: bool = True, log=print) -> dict:
+        replay_u8: np.ndarray | None = None, progress: bool = True, log=print) -> dict:
     """Adapt `model` (already given its output labels) in place. `train_y`/`valid_y`: indices into
     the model's outputs; `shared`: (model output, base output) pairs of the labels both have, for
-    distillation. Returns the history (held-out log-loss and accuracy per check, the step chosen)."""
+    distillation; `replay_u8`: faces of the base's own kind, at the model's input (or None).
+    Returns the history (held-out log-loss and accuracy per check, the step chosen)."""
     torch.manual_seed(recipe.seed)
     g = torch.Generator().manual_seed(recipe.seed)
     params = trainable(model, recipe.mode)
@@ -178,6 +184,13 @@ def fit(model: nn.Module, base: nn.Module, norm: dict, train_u8: np.ndarray, tra
                 target = F.softmax(base(x).float()[:, bo] / 2.0, 1)
             loss = loss + recipe.distill * 4.0 * F.kl_div(F.log_softmax(logits[:, mo] / 2.0, 1), target,
                                                           reduction="batchmean")
+        if replay_u8 is not None and len(replay_u8) and recipe.replay and len(shared):
+            r_idx = torch.randint(len(replay_u8), (recipe.batch_size,), generator=g)
+            xr = standardise(augment_batch(torch.from_numpy(replay_u8[r_idx.numpy()]).float() / 255.0, AUGMENT, g), norm)
+            with torch.no_grad():
+                target = F.softmax(base(xr).float()[:, bo] / 2.0, 1)
+            loss = loss + recipe.replay * 4.0 * F.kl_div(F.log_softmax(model(xr).float()[:, mo] / 2.0, 1), target,
+                                                         reduction="batchmean")
         if recipe.l2sp:
             pull = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors) if p is not head_w
                        and p.shape == a.shape)
