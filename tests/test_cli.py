@@ -60,22 +60,20 @@ def test_predict_folder_with_broken_files(tmp_path, astronaut_file):
     assert "skipped 4 of 6 inputs" in p.stderr
 
 
-def test_fast_path_is_the_default_of_predict_video_and_serve(tmp_path, astronaut_file):
-    """Issue 24: the distilled student met the accuracy condition, so predict, video and serve run it
-    unless told otherwise; demo (and FaceAnalyzer()) keep the accurate ResNet-18."""
+def test_every_command_runs_the_default_model_unless_told(tmp_path, astronaut_file):
+    """One default (ferlab.DEFAULT_MODEL) for predict, video, serve and demo; --model picks another."""
+    import ferlab
     from ferlab.cli import build_parser
     parser = build_parser()
-    assert parser.parse_args(["predict"]).model == "fast"
-    assert parser.parse_args(["video", "0"]).model == "fast"
-    assert parser.parse_args(["serve"]).model == "fast"
-    assert parser.parse_args(["demo"]).model is None
-    assert parser.parse_args(["predict", "--model", "default"]).model == "default"
+    for argv in (["predict"], ["video", "0"], ["serve"], ["demo"]):
+        assert parser.parse_args(argv).model == ferlab.DEFAULT_MODEL, argv
+    assert parser.parse_args(["predict", "--model", "fast"]).model == "fast"
     p = run("predict", str(astronaut_file), "--out", str(tmp_path / "p"))
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "p" / "predictions.json").read_text())
-    assert rep["model"].endswith("fast.safetensors") and rep["results"][0]["faces"][0]["label"] == "happiness"
-    assert main(["predict", str(astronaut_file), "--model", "default", "--out", str(tmp_path / "d")]) == 0
-    assert json.loads((tmp_path / "d" / "predictions.json").read_text())["model"] == str(default_model_path())
+    assert rep["model"] == str(default_model_path()) and rep["results"][0]["faces"][0]["label"] == "happiness"
+    assert main(["predict", str(astronaut_file), "--model", "fast", "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "predictions.json").read_text())["model"].endswith("fast.safetensors")
 
 
 @pytest.mark.parametrize("content,msg", [(None, "no such file"), (b"", "empty file"), (b"GIF89a-junk", "not an image")])
@@ -98,6 +96,9 @@ def test_user_errors_in_process(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing.safetensors")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    (tmp_path / "alone.safetensors").write_bytes(b"")
+    assert main(["evaluate", str(tmp_path / "alone.safetensors")]) == 2
     assert "missing model description" in capsys.readouterr().err
     assert main(["train", "-", "data.dataset=folder", f"data.root={tmp_path / 'nope'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -149,3 +150,10 @@ def test_evaluate_names_skipped_items_on_the_console(tmp_path):
             "--split", "test", timeout=600)
     assert p.returncode == 0, p.stderr
     assert "1 dataset item(s) skipped" in p.stdout and "b.png" in p.stdout and "sleepy" in p.stdout
+
+
+def test_precheck_knows_the_architectures_without_torch():
+    """The early model check names an architecture as such; its list is read from the model files."""
+    from ferlab.cli import architecture_names
+    from ferlab.models import list_models
+    assert architecture_names() == list_models()

@@ -1,7 +1,11 @@
 """ferlab: facial expression recognition — face detection, landmarks, alignment, models, training."""
-__version__ = "0.1.0"
-# the model every command and FaceAnalyzer() run unless told otherwise (a name shipped in ferlab/weights)
-DEFAULT_MODEL = "default"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("ferlab")  # one source: pyproject.toml
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+from .app.defaults import DEFAULT_MODEL  # the model every command and FaceAnalyzer() run unless told otherwise
 
 __all__ = ["DEFAULT_MODEL", "FaceAnalyzer", "adapt", "create_model", "list_models", "__version__"]
 

@@ -32,7 +32,7 @@ MODELS = {
 DETECTOR_CHOICES = ("auto", "blazeface", "blazeface-full", "hog", "haar")
 def add_model_opt(q) -> None:
     """--model: a .safetensors path or a shipped name; every command's default is ferlab.DEFAULT_MODEL."""
-    from . import DEFAULT_MODEL
+    from .app.defaults import DEFAULT_MODEL
     q.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model file (PATH.safetensors) or shipped name (see `ferlab models`; default: {DEFAULT_MODEL})")
 
@@ -238,7 +238,7 @@ def shipped_model_notes() -> list[tuple[str, str]]:
     """(name, one line) for each emotion model shipped in ferlab/weights, read from its JSON (no torch)."""
     import json
     from importlib import resources
-    from . import DEFAULT_MODEL
+    from .app.defaults import DEFAULT_MODEL
     out = []
     for f in sorted(resources.files("ferlab").joinpath("weights").iterdir(), key=lambda f: f.name):
         if not f.name.endswith(".json"):
@@ -538,8 +538,12 @@ def cmd_data(a):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
-    from . import __version__
-    p.add_argument("--version", action="version", version=f"ferlab {__version__}")
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("ferlab")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    p.add_argument("--version", action="version", version=f"ferlab {v}")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config", help="YAML config, or - for the defaults (then only overrides)")
@@ -712,6 +716,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def architecture_names() -> list[str]:
+    """The registered architectures' names, read from the model files' `@register_model` lines so that
+    no torch import is needed (a test checks they equal `ferlab.models.list_models()`)."""
+    import re
+    from pathlib import Path
+    names = set()
+    for f in (Path(__file__).parent / "models").glob("*.py"):
+        names.update(re.findall(r"^@register_model\s*\ndef (\w+)", f.read_text(encoding="utf-8"), re.M))
+    return sorted(names)
+
+
 def _model_exists(model) -> bool:
     """Whether --model names a shipped model or a model file (checked without importing torch)."""
     from pathlib import Path
@@ -731,8 +746,10 @@ def precheck(a) -> None:
         if m is not None and cmd in ("predict", "demo", "video", "serve", "explain", "evaluate", "export", "adapt",
                                      "calibrate") and not _model_exists(m):
             names = ", ".join(n for n, _ in shipped_model_notes())
+            hint = (f" ({str(m)!r} is an architecture: train it, e.g. `ferlab train configs/{m}_ferplus_cpu.yaml`, "
+                    "and pass the run's best.safetensors)") if str(m) in architecture_names() else ""
             raise UserError(f"model {str(m)!r}: no such model file; give a ferlab model file (PATH.safetensors with "
-                            f"PATH.json beside it) or a shipped name ({names})")
+                            f"PATH.json beside it) or a shipped name ({names}){hint}")
     paths = []
     if cmd == "predict" and len(a.inputs) == 1:
         paths = a.inputs

@@ -28,7 +28,7 @@ from ..models import model_args, needs_landmarks
 
 def default_model_path() -> Path:
     """The model file of ferlab.DEFAULT_MODEL, the one every command runs unless told otherwise."""
-    from .. import DEFAULT_MODEL
+    from .defaults import DEFAULT_MODEL
     return Path(str(resources.files("ferlab") / "weights" / f"{DEFAULT_MODEL}.safetensors"))
 
 
