@@ -64,7 +64,7 @@ def test_adapt_writes_a_model_every_command_takes(photos, tmp_path):
     meta = load_meta(r.path)
     prov = meta["adapted_from"]
     assert prov["base"]["name"] == "fast" and len(prov["base"]["sha256"]) == 64
-    assert prov["data"]["digest"] and prov["recipe"]["mode"] == "full"
+    assert prov["data"]["digest"] and prov["recipe"]["mode"] == "last"
     assert meta["labels"] == load_meta(resolve_model("fast"))["labels"]  # the base's 8 outputs kept
     # predict takes it as it is
     save_img(tmp_path / "astro.png", data.astronaut())

@@ -1,0 +1,269 @@
+"""`ferlab adapt` on people it has never seen: folds by performer (twperformers) or by movie (SFEW).
+
+For each fold, the shipped model is adapted (`ferlab.adapt`, the recipe as a user gets it) on photos
+of the other folds' people only -- 5 or 20 photos per class drawn from them (seeded), or all of
+them -- and tested on the fold's people, each photo through the same front end (detection, 68
+points, alignment; the largest face; a photo with no face counts wrong). Every photo is tested once,
+by a model that never saw its person; the pooled accuracy, macro recall and per-class recall come
+with 95 % intervals resampling people (movies for SFEW). Beside each: the base model on the same
+photos, and, after adapting on all photos, FER+ test (what was not forgotten).
+
+    python benchmarks/adapt.py                          # twperformers, default and fast, 5/20/all
+    python benchmarks/adapt.py --domain sfew --sizes 20 all
+    python benchmarks/adapt.py --recipes                # the modes compared (which one `auto` takes)
+    python benchmarks/adapt.py --timing                 # fast on 1,000 photos, cold cache: time, memory
+
+Results: benchmarks/results/adapt.json (each section keyed by its arguments, with command, date,
+machine and git commit; written as cells finish).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results" / "adapt.json"
+# name -> engine.adapt.Recipe keywords, every one spelled out (the `auto` recipe is app.adapt's
+# default); "replay" > 0 also hands the adapt FER+ train (../shared/data/ferplus) as replay faces
+RECIPES = {
+    "head_replay": {"mode": "head", "lr": 3e-3, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
+    "last_replay": {"mode": "last", "lr": 3e-4, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
+    "full_replay": {"mode": "full", "lr": 3e-4, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
+    "full_plain": {"mode": "full", "lr": 3e-4, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
+    "last_plain": {"mode": "last", "lr": 3e-4, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
+    "full_same_face_distill_l2sp": {"mode": "full", "lr": 3e-4, "distill": 1.0, "replay": 0.0, "l2sp": 0.01},
+}
+
+
+def read_domain(name: str):
+    """(paths, canonical labels, person ids) of every photo of a domain."""
+    from ferlab.data.labels import CANONICAL
+    from ferlab.data.readers import DATASET_READERS
+    from ferlab.data.splits import merge
+    if not (DATA / name / "index.csv").is_file():
+        raise SystemExit(f"{DATA / name} is not here: this benchmark needs ../shared/data/{name}")
+    splits = DATASET_READERS[name](DATA / name, label_set=CANONICAL)
+    s = merge(list(splits.values())) if len(splits) > 1 else next(iter(splits.values()))
+    return [Path(p).resolve() for p in s.paths], [s.label_set[i] for i in s.labels], list(s.groups)
+
+
+def folds_by_person(groups, k: int, seed: int = 0) -> np.ndarray:
+    people = sorted(set(groups))
+    rng = np.random.RandomState(seed)
+    rng.shuffle(people)
+    fold_of = {p: i % k for i, p in enumerate(people)}
+    return np.array([fold_of[g] for g in groups])
+
+
+def pick(labels, pool: np.ndarray, per_class, seed: int) -> np.ndarray:
+    if per_class == "all":
+        return pool
+    rng = np.random.RandomState(seed)
+    lab = np.asarray(labels)
+    out = []
+    for c in sorted(set(lab[pool])):
+        idx = pool[lab[pool] == c]
+        out += rng.choice(idx, size=min(int(per_class), len(idx)), replace=False).tolist()
+    return np.array(sorted(out))
+
+
+def write_csv(path: Path, paths, labels, groups, idx) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "subject"])
+        for i in idx:
+            w.writerow([str(paths[i]), labels[i], groups[i]])
+    return path
+
+
+def test_faces(paths, model_name_or_path):
+    """Aligned faces of every photo at the model's input (the front end's cache), and which were found."""
+    from ferlab.app.analyzer import resolve_model
+    from ferlab.data.readers import SampleList
+    from ferlab.engine.checkpoint import load_meta
+    from ferlab.faces.aligned_cache import aligned_faces
+    pre = load_meta(resolve_model(model_name_or_path))["preprocess"]
+    s = SampleList(paths=list(paths), labels=np.zeros(len(paths), np.int64), label_set=("neutral",), source="test")
+    faces, ok, _ = aligned_faces(s, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"), progress=False)
+    return faces, ok
+
+
+def predict_names(model_path, faces) -> list[str]:
+    import torch
+
+    from ferlab.app.analyzer import resolve_model
+    from ferlab.data.arrays import standardise
+    from ferlab.engine.checkpoint import load_model
+    model, meta = load_model(resolve_model(model_path))
+    norm = {"mean": meta["preprocess"]["mean"], "std": meta["preprocess"]["std"]}
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(faces), 256):
+            x = standardise(torch.from_numpy(faces[i:i + 256]).float() / 255.0, norm)
+            out += [meta["labels"][j] for j in model(x).argmax(1).tolist()]
+    return out
+
+
+def pooled(true_names, pred_names, groups, n_boot=1000) -> dict:
+    from ferlab.engine.metrics import bootstrap, score
+    classes = sorted(set(true_names), key=true_names.index)
+    t = np.array([classes.index(n) for n in true_names])
+    p = np.array([classes.index(n) if n in classes else -1 for n in pred_names])
+    s = score(t, p, list(range(len(classes))))
+    return {"n": s["n"], "accuracy": round(s["accuracy"], 4), "macro_recall": round(s["macro_recall"], 4),
+            "per_class_recall": {classes[c]: round(v, 4) for c, v in s["recall"].items()},
+            "bootstrap": bootstrap(t, p, list(range(len(classes))), groups, n_boot)}
+
+
+def ferplus_test(model_path, cache={}) -> float:
+    from ferlab.app.analyzer import resolve_model
+    from ferlab.data.labels import CANONICAL
+    from ferlab.data.readers import DATASET_READERS
+    from ferlab.engine.evaluate import evaluate_checkpoint_on_split
+    if "s" not in cache:
+        cache["s"] = DATASET_READERS["ferplus"](DATA / "ferplus", label_set=CANONICAL, splits=("test",))["test"]
+    return round(float(evaluate_checkpoint_on_split(resolve_model(model_path), cache["s"])["accuracy"]), 4)
+
+
+def cell(domain, model, per_class, k, recipe_name, work: Path, log) -> dict:
+    """One table cell: every fold adapted and tested; pooled over the domain's photos."""
+    from ferlab import adapt
+    from ferlab.engine.adapt import Recipe
+    paths, labels, groups = read_domain(domain)
+    fold = folds_by_person(groups, k)
+    faces, ok = test_faces(paths, model)
+    pred_adapted = [""] * len(paths)
+    pred_base = [""] * len(paths)
+    base_names = predict_names(model, faces[ok])
+    for j, i in enumerate(np.flatnonzero(ok)):
+        pred_base[i] = base_names[j]
+    per_fold, ferplus_after, seconds = [], [], []
+    for f in range(k):
+        pool = np.flatnonzero(fold != f)
+        train = pick(labels, pool, per_class, seed=f)
+        data = write_csv(work / f"{domain}_{f}_{per_class}.csv", paths, labels, groups, train)
+        recipe = Recipe(seed=f, **RECIPES[recipe_name]) if recipe_name != "auto" else Recipe(seed=f)
+        replay = DATA / "ferplus" if recipe.replay and (DATA / "ferplus").is_dir() else None
+        t0 = time.time()
+        res = adapt(model, data, work / f"out_{domain}_{model}_{per_class}_{recipe_name}_{f}", seed=f, recipe=recipe,
+                    replay=replay, n_boot=100, progress=False, log=lambda *_: None)
+        seconds.append(round(time.time() - t0, 1))
+        test = np.flatnonzero((fold == f) & ok)
+        names = predict_names(res.path, faces[test])
+        for j, i in enumerate(test):
+            pred_adapted[i] = names[j]
+        sel = np.flatnonzero(fold == f)
+        acc = float(np.mean([pred_adapted[i] == labels[i] for i in sel]))
+        per_fold.append({"fold": f, "people": len({groups[i] for i in sel}), "trained_on": int(len(train)),
+                         "held_out_in_adapt": res.report["data"]["held_out"], "best_step": res.report["training"]["best_step"],
+                         "steps_planned": res.report["training"]["steps_planned"], "test_photos": int(len(sel)),
+                         "accuracy": round(acc, 4)})
+        if per_class == "all" and DATA.joinpath("ferplus").is_dir():
+            ferplus_after.append(ferplus_test(res.path))
+        log(f"  {domain} {model} {per_class}/class {recipe_name} fold {f}: {acc:.4f} ({seconds[-1]} s)")
+    out = {"adapted": pooled(labels, pred_adapted, groups), "base": pooled(labels, pred_base, groups),
+           "folds": per_fold, "seconds_per_adapt": seconds, "no_face": int((~ok).sum())}
+    if ferplus_after:
+        out["ferplus_test_after"] = ferplus_after
+        out["ferplus_test_after_mean"] = round(float(np.mean(ferplus_after)), 4)
+        out["ferplus_test_base"] = ferplus_test(model)
+    return out
+
+
+def timing(model: str, n: int, work: Path) -> dict:
+    """`ferlab adapt` on n photos in a fresh process with an empty cache: the front end included."""
+    paths, labels, groups = read_domain("twperformers")
+    idx = np.random.RandomState(0).choice(len(paths), size=min(n, len(paths)), replace=False)
+    data = write_csv(work / "timing.csv", paths, labels, groups, np.sort(idx))
+    env = {**os.environ, "FERLAB_CACHE": str(work / "cold_cache")}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "ferlab.cli", "adapt", model, "--photos", str(data), "--out",
+                        str(work / "timing_out"), "--quiet"], capture_output=True, text=True, env=env)
+    wall = time.time() - t0
+    if p.returncode:
+        raise SystemExit(p.stderr)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rep = json.loads((work / "timing_out" / "report.json").read_text())
+    return {"model": model, "photos": int(len(idx)), "wall_s": round(wall, 1), "peak_rss_mb_largest_process": round(peak),
+            "cpus": os.cpu_count(), "steps_run": rep["training"]["steps_run"], "stdout": p.stdout.strip().splitlines()}
+
+
+def record(key: str, value: dict) -> None:
+    from ferlab.engine.profiling import git_commit, machine_info, now_utc
+    rec = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    value.update({"command": "python benchmarks/adapt.py " + " ".join(sys.argv[1:]), "date": now_utc(),
+                  "git_commit": git_commit(), "machine": machine_info()})
+    rec[key] = value
+    OUT.write_text(json.dumps(rec, indent=2) + "\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--domain", default="twperformers", choices=["twperformers", "sfew"])
+    ap.add_argument("--models", nargs="+", default=["default", "fast"])
+    ap.add_argument("--sizes", nargs="+", default=["5", "20", "all"])
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--recipes", action="store_true", help="compare the recipes of RECIPES on the first model")
+    ap.add_argument("--only", nargs="+", default=None, help="with --recipes: only these recipes")
+    ap.add_argument("--timing", action="store_true", help="time `ferlab adapt` on 1,000 photos, cold cache")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    a = ap.parse_args(argv)
+    import torch
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if a.timing:
+            for m in a.models:
+                record(f"timing_{m}_1000", timing(m, 1000, work))
+            return
+        names = (a.only or list(RECIPES)) if a.recipes else ["auto"]
+        for m in (a.models[:1] if a.recipes else a.models):
+            for r in names:
+                key = f"{'recipes' if a.recipes else 'adapt'}_{a.domain}_{m}_{r}"
+                res = {"domain": a.domain, "model": m, "recipe": r, "folds": a.folds, "by_size": {}}
+                for size in a.sizes:
+                    res["by_size"][size] = cell(a.domain, m, size, a.folds, r, work, print)
+                    a_ = res["by_size"][size]
+                    print(f"{key} {size}/class: adapted {a_['adapted']['accuracy']:.4f} base {a_['base']['accuracy']:.4f}"
+                          + (f" FER+ {a_['ferplus_test_after_mean']:.4f} (base {a_['ferplus_test_base']:.4f})"
+                             if "ferplus_test_after_mean" in a_ else ""))
+                    record(key, dict(res))
+
+
+if __name__ == "__main__":
+    main()
+
+
+def table_rows(rec: dict) -> list[str]:
+    """docs/adapt.md's tables from the record: per domain and model, the base and the adapted model on
+    unseen people (pooled accuracy with its 95 % interval) at each size, FER+ test before and after."""
+    out = []
+    for key, r in sorted(rec.items()):
+        if not key.startswith(("adapt_", "recipes_")):
+            continue
+        cells = []
+        for size in ("5", "20", "all"):
+            c = r["by_size"].get(size)
+            if c is None:
+                cells.append("–")
+                continue
+            lo, hi = c["adapted"]["bootstrap"]["accuracy_95"]
+            cells.append(f"{c['adapted']['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]")
+        allc = r["by_size"].get("all", {})
+        base = next(iter(r["by_size"].values()))["base"]["accuracy"]
+        fer = (f"{allc['ferplus_test_base']:.2%} → {allc['ferplus_test_after_mean']:.2%}"
+               if "ferplus_test_after_mean" in allc else "–")
+        out.append(f"| {r['domain']} | `{r['model']}` | {r['recipe']} | {base:.1%} | {' | '.join(cells)} | {fer} |")
+    return out
