@@ -38,6 +38,7 @@ OUT = ROOT / "benchmarks" / "results" / "adapt.json"
 # default); "replay" > 0 also hands the adapt FER+ train (../shared/data/ferplus) as replay faces
 RECIPES = {
     "head_replay": {"mode": "head", "lr": 3e-3, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
+    "head_plain": {"mode": "head", "lr": 3e-3, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
     "last_replay": {"mode": "last", "lr": 3e-4, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
     "full_replay": {"mode": "full", "lr": 3e-4, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
     "full_plain": {"mode": "full", "lr": 3e-4, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
