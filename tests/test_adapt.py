@@ -149,12 +149,18 @@ def _bad(tmp_path, photos):
     ]
 
 
-def test_bad_inputs_are_one_line_and_exit_2(photos, tmp_path):
-    for args, message in _bad(tmp_path, photos):
-        p = run("adapt", *args, "--out", tmp_path / "o", "--quiet")
-        assert p.returncode == 2, (args, p.stdout, p.stderr)
-        assert message in p.stderr, (args, p.stderr)
-        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+def test_bad_inputs_are_one_line_and_exit_2(photos, tmp_path, capsys):
+    from ferlab.cli import main
+    bad = _bad(tmp_path, photos)
+    for args, message in bad:  # in process (the CLI's own error path), then one through the installed command
+        code = main(["adapt", *map(str, args), "--out", str(tmp_path / "o"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert message in err, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    args, message = bad[0]
+    p = run("adapt", *args, "--out", tmp_path / "o", "--quiet")
+    assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
