@@ -209,6 +209,34 @@ def record(key: str, value: dict) -> None:
     OUT.write_text(json.dumps(rec, indent=2) + "\n")
 
 
+TABLE_HEAD = ("| faces | model | recipe | base | 5 per class | 20 per class | all | FER+ test: base → after (all) |\n"
+              "|---|---|---|---|---|---|---|---|")
+
+
+def table_rows(rec: dict, kind: str = "adapt") -> list[str]:
+    """The published tables from the record (kind "adapt": the recipe users get; "recipes": the
+    recipes compared): per domain and model, the base and the adapted model on unseen people (pooled
+    accuracy with its 95 % interval) at each size, FER+ test before and after adapting on all."""
+    out = []
+    for key, r in sorted(rec.items()):
+        if not key.startswith(kind + "_"):
+            continue
+        cells = []
+        for size in ("5", "20", "all"):
+            c = r["by_size"].get(size)
+            if c is None:
+                cells.append("–")
+                continue
+            lo, hi = c["adapted"]["bootstrap"]["accuracy_95"]
+            cells.append(f"{c['adapted']['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]")
+        allc = r["by_size"].get("all", {})
+        base = next(iter(r["by_size"].values()))["base"]["accuracy"]
+        fer = (f"{allc['ferplus_test_base']:.2%} → {allc['ferplus_test_after_mean']:.2%}"
+               if "ferplus_test_after_mean" in allc else "–")
+        out.append(f"| {r['domain']} | `{r['model']}` | {r['recipe']} | {base:.1%} | {' | '.join(cells)} | {fer} |")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", default="twperformers", choices=["twperformers", "sfew"])
@@ -219,7 +247,16 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", default=None, help="with --recipes: only these recipes")
     ap.add_argument("--timing", action="store_true", help="time `ferlab adapt` on 1,000 photos, cold cache")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--table", action="store_true", help="print the recorded tables (markdown) and stop")
     a = ap.parse_args(argv)
+    if a.table:
+        rec = json.loads(OUT.read_text())
+        for kind in ("adapt", "recipes"):
+            print("\n".join([TABLE_HEAD, *table_rows(rec, kind)]) + "\n")
+        for key in sorted(k for k in rec if k.startswith("timing_")):
+            t = rec[key]
+            print(f"timing: `{t['model']}` on {t['photos']} photos: {t['wall_s']} s, peak {t['peak_rss_mb_largest_process']} MB")
+        return
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -246,25 +283,3 @@ def main(argv=None):
 if __name__ == "__main__":
     main()
 
-
-def table_rows(rec: dict) -> list[str]:
-    """docs/adapt.md's tables from the record: per domain and model, the base and the adapted model on
-    unseen people (pooled accuracy with its 95 % interval) at each size, FER+ test before and after."""
-    out = []
-    for key, r in sorted(rec.items()):
-        if not key.startswith(("adapt_", "recipes_")):
-            continue
-        cells = []
-        for size in ("5", "20", "all"):
-            c = r["by_size"].get(size)
-            if c is None:
-                cells.append("–")
-                continue
-            lo, hi = c["adapted"]["bootstrap"]["accuracy_95"]
-            cells.append(f"{c['adapted']['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]")
-        allc = r["by_size"].get("all", {})
-        base = next(iter(r["by_size"].values()))["base"]["accuracy"]
-        fer = (f"{allc['ferplus_test_base']:.2%} → {allc['ferplus_test_after_mean']:.2%}"
-               if "ferplus_test_after_mean" in allc else "–")
-        out.append(f"| {r['domain']} | `{r['model']}` | {r['recipe']} | {base:.1%} | {' | '.join(cells)} | {fer} |")
-    return out

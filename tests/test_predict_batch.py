@@ -56,21 +56,50 @@ def test_rows_are_on_disk_before_the_run_ends(astronaut, tmp_path, analyzer):
     """A run stopped midway (Ctrl-C) keeps every row written so far."""
     from ferlab.app.batch import run_batch
     calls = {"n": 0}
-    real = analyzer.analyze_many
+    real = analyzer.classify_prepared
 
-    def stop_on_second(images, max_faces=None):
+    def stop_on_second(prepared):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(images, max_faces)
-    analyzer.analyze_many = stop_on_second
+        return real(prepared)
+    analyzer.classify_prepared = stop_on_second
     try:
         items = [(f"a{i}", astronaut) for i in range(5)]
         with pytest.raises(KeyboardInterrupt):
             run_batch(analyzer, items, tmp_path, annotate=False, progress=False, images_per_batch=2)
     finally:
-        analyzer.analyze_many = real
+        analyzer.classify_prepared = real
     assert len(list(csv.DictReader(open(tmp_path / "predictions.csv")))) == 2
+
+
+def test_front_end_workers_give_the_same_rows_in_the_same_order(astronaut, tmp_path, analyzer):
+    """Photos of different sizes, faceless and broken ones among them: the table written with three
+    front-end threads is the one-thread table, byte for byte, and the skipped list is the same."""
+    from skimage import data
+
+    from ferlab.app.batch import run_batch
+    src = tmp_path / "in"
+    src.mkdir()
+    views = [astronaut, astronaut[:, ::-1], cv2.resize(astronaut, (200, 200)), astronaut[40:300, 100:360],
+             np.repeat(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2), data.coffee(),
+             cv2.resize(astronaut, (900, 700)), np.ascontiguousarray(np.rot90(astronaut))]
+    items = []
+    for i, im in enumerate(views * 2):
+        Image.fromarray(np.ascontiguousarray(im)).save(src / f"p{i:02d}.jpg")
+        items.append((f"p{i:02d}.jpg", src / f"p{i:02d}.jpg"))
+        if i == 4:
+            (src / "broken.png").write_bytes(b"\x89PNG broken")
+            items.append(("broken.png", src / "broken.png"))
+    items.append(("notes.txt", ("not-image", src / "notes.txt")))
+    out = {}
+    for w in (1, 3):
+        res, skipped = run_batch(analyzer, items, tmp_path / f"w{w}", annotate=False, progress=False,
+                                 images_per_batch=3, workers=w)
+        out[w] = ((tmp_path / f"w{w}" / "predictions.csv").read_text(), [s["input"] for s in skipped],
+                  [r["input"] for r in res])
+    assert out[3] == out[1]
+    assert len(out[1][2]) >= 12 and out[1][1] == ["broken.png", "p05.jpg", "p13.jpg", "notes.txt"]
 
 
 def test_faces_of_several_photos_in_one_batch(astronaut, analyzer):

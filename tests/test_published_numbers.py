@@ -201,3 +201,19 @@ def test_probe_numbers_are_published_as_recorded():
     assert f"reaches {alone['ferplus_valid']:.1%} on FER+ valid but {alone['twperformers']:.1%}".replace("%", " %") in README
     assert f"{geo['cnn + 0.1 x geometry']['twperformers']:.1%} at 0.1".replace("%", " %") in README
     assert f"{geo['cnn + 1.0 x geometry']['twperformers']:.1%}\nat 1.0".replace("%", " %") in README
+
+
+def test_adapt_tables_are_the_record():
+    """docs/adapt.md's tables and the README's "Your own faces" rows are benchmarks/adapt.py --table."""
+    bench = load_script("benchmarks/adapt.py")
+    rec = json.loads((RESULTS / "adapt.json").read_text())
+    doc = (ROOT / "docs" / "adapt.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    users = bench.table_rows(rec, "adapt")
+    assert users, "the recipe users get is recorded"
+    for row in users + bench.table_rows(rec, "recipes"):
+        assert row in doc, f"docs/adapt.md lacks the recorded row {row}"
+    for row in users:
+        assert row in readme, f"the README's own-faces table lacks the recorded row {row}"
+    for key in (k for k in rec if k.startswith("timing_")):
+        assert f"{rec[key]['wall_s']} s" in doc

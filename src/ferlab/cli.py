@@ -147,8 +147,10 @@ def cmd_predict(a):
             _print_faces(rec["input"], rec["faces"])
             if "annotated" in rec:
                 print(f"  annotated image: {rec['annotated']}")
+    from .app.batch import default_workers
+    workers = getattr(a, "workers", None) or (default_workers() if len(items) > 1 else 1)
     results, skipped = run_batch(fa, items, out_dir, annotate, progress=not verbose and (sys.stderr.isatty() or a.progress),
-                                 on_faces=show)
+                                 on_faces=show, workers=workers)
     if single and skipped:
         if skipped[0]["reason"] == "no face found":
             print(f"{items[0][0]}: no face found", file=sys.stderr)
@@ -570,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("predict", help="faces and emotions in images or folders (default: the astronaut photo)")
     q.add_argument("inputs", nargs="*")
     face_opts(q)
+    q.add_argument("--workers", type=whole_number(1), default=None,
+                   help="photos run through the front end at once (default: one per CPU core; the rows are the "
+                        "same and in the same order for any number)")
     q.set_defaults(fn=cmd_predict)
     d = sub.add_parser("demo", help="the main job: the shipped model on a real photo")
     d.add_argument("image", nargs="?", default=None)

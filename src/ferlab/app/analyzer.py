@@ -228,7 +228,11 @@ class FaceAnalyzer:
         if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__iter__"):
             raise BadImageError(f"analyze_many takes a list of images, got a {type(images).__name__} "
                                 "(for one image use analyze)")
-        prepared = [self.prepare_faces(as_rgb(im, bgr), max_faces) for im in images]
+        return self.classify_prepared([self.prepare_faces(as_rgb(im, bgr), max_faces) for im in images])
+
+    def classify_prepared(self, prepared) -> list[list[dict]]:
+        """The faces of several photos, each `prepare_faces`' (batch, landmarks, records), through the
+        model in one batch; one list of face records per photo (the records are completed in place)."""
         batches = [b for b, _, _ in prepared if len(b)]
         if not batches:
             return [[] for _ in prepared]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,44 +39,116 @@ class ResultWriter:
         self.csv_fh.close()
 
 
+def default_workers() -> int:
+    """Front-end workers for a folder: one per core the process may use (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def _load_and_prepare(analyzer, src):
+    """One photo through decoding and the front end -> (rgb, prepare_faces' triple); raises
+    BadImageError for what is not a readable image."""
+    if isinstance(src, tuple):
+        raise BadImageError(f"{src[1]}: not an image file (unknown suffix)")
+    rgb = as_rgb(src)
+    return rgb, analyzer.prepare_faces(rgb)
+
+
+def _prepared_in_order(analyzer, items, workers: int):
+    """(name, rgb, prepared) or (name, BadImageError) per item, in input order. With workers > 1 the
+    photos are decoded and run through the front end on that many threads (each with its own
+    detector; decoding, LiteRT, OpenCV and dlib work outside Python's lock), a bounded number ahead."""
+    if workers <= 1:
+        for name, src in items:
+            try:
+                yield (name, *_load_and_prepare(analyzer, src))
+            except BadImageError as e:
+                yield name, e
+        return
+    import threading
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    local = threading.local()
+
+    def task(src):
+        if not hasattr(local, "fa"):
+            local.fa = analyzer.worker_copy()
+        try:
+            return _load_and_prepare(local.fa, src)
+        except BadImageError as e:
+            return e
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ferlab-frontend") as pool:
+        ahead = deque()
+        it = iter(items)
+        for name, src in it:  # keep a few photos per worker in flight
+            ahead.append((name, pool.submit(task, src)))
+            if len(ahead) >= 4 * workers:
+                break
+        while ahead:
+            name, fut = ahead.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                ahead.append((nxt[0], pool.submit(task, nxt[1])))
+            r = fut.result()
+            yield (name, r) if isinstance(r, BadImageError) else (name, *r)
+
+
 def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on_faces=None,
-              images_per_batch: int = 8):
+              images_per_batch: int = 8, workers: int = 1):
     """items: (display name, source: path, array, or ('not-image', path)). Returns (results,
-    skipped); results hold the faces per photo (and the annotated file when asked for)."""
+    skipped); results hold the faces per photo (and the annotated file when asked for). The faces of
+    `images_per_batch` photos go through the model together; `workers` threads run the front end
+    (decoding, detection, landmarks, alignment) ahead of the model. Rows are written in input order,
+    and are the same for any number of workers."""
     from tqdm import tqdm
 
     from .draw import draw_faces
     writer = ResultWriter(out_dir, list(analyzer.labels))
     results, skipped = [], []
     bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not progress)
+    if workers > 1:
+        analyzer.landmarker  # loaded once, before the threads share it
+    stream = _prepared_in_order(analyzer, items, workers)
+
+    def flush(chunk):
+        prepared = [c[2] for c in chunk]
+        for (name, rgb, _), faces in zip(chunk, analyzer.classify_prepared(prepared)):
+            bar.update(1)
+            if not faces:
+                skipped.append({"input": name, "reason": "no face found"})
+                continue
+            writer.write(name, faces)
+            rec = {"input": name, "faces": faces}
+            if annotate:
+                annotated = out_dir / f"{len(results):04d}_{Path(name).stem}_annotated.png"
+                if len(items) == 1:
+                    annotated = out_dir / f"{Path(name).stem}_annotated.png"
+                write_image(annotated, draw_faces(rgb, faces))
+                rec["annotated"] = str(annotated)
+            results.append(rec)
+            if on_faces:
+                on_faces(rec)
     try:
-        for start in range(0, len(items), images_per_batch):
-            chunk, rgbs = [], []
-            for name, src in items[start:start + images_per_batch]:
-                try:
-                    if isinstance(src, tuple):
-                        raise BadImageError(f"{src[1]}: not an image file (unknown suffix)")
-                    rgbs.append(as_rgb(src))
-                    chunk.append(name)
-                except BadImageError as e:
-                    skipped.append({"input": name, "reason": str(e)})
+        done = 0
+        while done < len(items):
+            # the next `images_per_batch` items; a bad one is reported where it stands
+            chunk = []
+            for got in stream:
+                done += 1
+                if isinstance(got[1], BadImageError):
+                    skipped.append({"input": got[0], "reason": str(got[1])})
                     bar.update(1)
-            for name, rgb, faces in zip(chunk, rgbs, analyzer.analyze_many(rgbs)):
-                bar.update(1)
-                if not faces:
-                    skipped.append({"input": name, "reason": "no face found"})
-                    continue
-                writer.write(name, faces)
-                rec = {"input": name, "faces": faces}
-                if annotate:
-                    annotated = out_dir / f"{len(results):04d}_{Path(name).stem}_annotated.png"
-                    if len(items) == 1:
-                        annotated = out_dir / f"{Path(name).stem}_annotated.png"
-                    write_image(annotated, draw_faces(rgb, faces))
-                    rec["annotated"] = str(annotated)
-                results.append(rec)
-                if on_faces:
-                    on_faces(rec)
+                else:
+                    chunk.append(got)
+                if done % images_per_batch == 0:
+                    break
+            if chunk:
+                flush(chunk)
+            if not chunk and done < len(items) and done % images_per_batch:
+                break
     finally:
         bar.close()
         writer.close()
