@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "adapt.json"
 # name -> engine.adapt.Recipe keywords, every one spelled out (the `auto` recipe is app.adapt's
-# default); "replay" > 0 also hands the adapt FER+ train (../shared/data/ferplus) as replay faces
+# default); "replay" > 0 also hands the adapt FER+ train (../shared/data/ferplus) as replay faces,
+# or, with "replay_photos", a folder of ../shared/data read as unlabelled photos
 RECIPES = {
     "head_replay": {"mode": "head", "lr": 3e-3, "distill": 0.0, "replay": 1.0, "l2sp": 0.0},
     "head_plain": {"mode": "head", "lr": 3e-3, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
@@ -44,6 +45,10 @@ RECIPES = {
     "full_plain": {"mode": "full", "lr": 3e-4, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
     "last_plain": {"mode": "last", "lr": 3e-4, "distill": 0.0, "replay": 0.0, "l2sp": 0.0},
     "full_same_face_distill_l2sp": {"mode": "full", "lr": 3e-4, "distill": 1.0, "replay": 0.0, "l2sp": 0.01},
+    # what a user without FER+ can do: replay any photos of faces, unlabelled (here SFEW 2.0 Train's
+    # movie frames, labels unread)
+    "last_replay_unlabelled_photos": {"mode": "last", "lr": 3e-4, "distill": 0.0, "replay": 1.0, "l2sp": 0.0,
+                                      "replay_photos": "sfew/Train"},
 }
 
 
@@ -157,11 +162,16 @@ def cell(domain, model, per_class, k, recipe_name, work: Path, log) -> dict:
         pool = np.flatnonzero(fold != f)
         train = pick(labels, pool, per_class, seed=f)
         data = write_csv(work / f"{domain}_{f}_{per_class}.csv", paths, labels, groups, train)
-        recipe = Recipe(seed=f, **RECIPES[recipe_name]) if recipe_name != "auto" else Recipe(seed=f)
+        spec = dict(RECIPES.get(recipe_name, {}))
+        photos_dir = spec.pop("replay_photos", None)
+        recipe = Recipe(seed=f, **spec) if recipe_name != "auto" else Recipe(seed=f)
         replay = DATA / "ferplus" if recipe.replay and (DATA / "ferplus").is_dir() else None
+        replay_dataset = "ferplus"
+        if photos_dir:
+            replay, replay_dataset = DATA / photos_dir, "photos"
         t0 = time.time()
         res = adapt(model, data, work / f"out_{domain}_{model}_{per_class}_{recipe_name}_{f}", seed=f, recipe=recipe,
-                    replay=replay, n_boot=100, progress=False, log=lambda *_: None)
+                    replay=replay, replay_dataset=replay_dataset, n_boot=100, progress=False, log=lambda *_: None)
         seconds.append(round(time.time() - t0, 1))
         test = np.flatnonzero((fold == f) & ok)
         names = predict_names(res.path, faces[test])

@@ -164,6 +164,29 @@ def test_bad_inputs_are_one_line_and_exit_2(photos, tmp_path, capsys):
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
+def test_replay_takes_any_folder_of_unlabelled_photos(photos, tmp_path):
+    """--replay-dataset photos: faces of any photos (nested folders, no labels) through the front
+    end; the photo without a face is passed over; the model is held to the base on them."""
+    from ferlab import adapt
+    from ferlab.app.adapt import _replay_faces
+    from ferlab.app.analyzer import resolve_model
+    from ferlab.engine.checkpoint import load_meta
+    rp = tmp_path / "replay"
+    for i, im in enumerate(_variants(3, 7)):
+        save_img(rp / ("a" if i % 2 else "b") / f"{i}.jpg", im)
+    save_img(rp / "blank.png", np.full((90, 90, 3), 60, np.uint8))
+    pre = load_meta(resolve_model("fast"))["preprocess"]
+    faces = _replay_faces(rp, "photos", 100, pre, 0)
+    assert faces.shape == (3, pre["channels"], pre["img_size"], pre["img_size"]) and faces.dtype == np.uint8
+    assert len(_replay_faces(rp, "photos", 2, pre, 0)) <= 2  # a sample of the photos when there are more
+    r = adapt("fast", photos, tmp_path / "out", steps=3, n_boot=10, progress=False, log=lambda *_: None,
+              replay=rp, replay_dataset="photos")
+    assert r.report["recipe"]["replay_data"] == {"source": str(rp), "dataset": "photos", "faces": 3}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no photos in it"):
+        _replay_faces(tmp_path / "empty", "photos", 10, pre, 0)
+
+
 def test_an_interrupted_run_leaves_no_model(photos, tmp_path, monkeypatch):
     from ferlab.app import adapt as adapt_mod
 

@@ -688,9 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--valid-fraction", type=finite_number, default=0.2, help="share held out (default 0.2)")
     ad.add_argument("--seed", type=whole_number(0), default=0)
     ad.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
-    ad.add_argument("--replay", default=None, help="faces of the base's own kind (e.g. a FER+ folder): the adapted "
-                                                   "model is held to the base on them, and forgets less")
-    ad.add_argument("--replay-dataset", default="ferplus", help="the reader of --replay (default: ferplus)")
+    ad.add_argument("--replay", default=None, help="faces other than yours (a dataset, or with --replay-dataset photos "
+                                                   "any folder of photos, unlabelled): the adapted model is held to the "
+                                                   "base on them, and forgets less of what it read well")
+    ad.add_argument("--replay-dataset", default="ferplus",
+                    help="how to read --replay: 'photos' (any photos, no labels needed) or a dataset reader "
+                         "(default: ferplus)")
     ad.add_argument("--quiet", action="store_true", help="no progress bars")
     ad.set_defaults(fn=cmd_adapt)
     cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "

@@ -148,9 +148,9 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
           n_boot: int = 1000, recipe: Recipe | None = None, progress: bool = True, log=print) -> AdaptResult:
     """Adapt `base` (a shipped name or a model file) to the labelled photos `photos`; writes
     OUT/model.safetensors, OUT/model.json, OUT/report.json and OUT/skipped.csv (photos left out).
-    `replay`: a dataset of the base's own kind (read with `replay_dataset`'s reader, its train split,
-    `replay_faces` of them drawn), on which the adapted model is held to the base's predictions so
-    that it forgets less. Returns the model's path and the report."""
+    `replay`: faces the adapted model is held to the base's predictions on, so that it forgets less
+    of what it read well: a dataset (read with `replay_dataset`'s reader, its train split) or, with
+    replay_dataset="photos", any folder of photos, unlabelled; `replay_faces` of them drawn. Returns the model's path and the report."""
     import torch
 
     from ..faces.aligned_cache import aligned_faces
@@ -233,7 +233,7 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
     norm = {"mean": pre["mean"], "std": pre["std"]}
     replay_u8 = None
     if replay is not None:
-        replay_u8 = _replay_faces(replay, replay_dataset, replay_faces, pre, seed)
+        replay_u8 = _replay_faces(replay, replay_dataset, replay_faces, pre, seed, detector, progress)
         log(f"replay: {len(replay_u8)} faces of {replay}")
     history = fit(model, base_model, norm, faces[~held], y[~held], faces[held], y[held], shared, recipe,
                   replay_u8=replay_u8, progress=progress, log=log)
@@ -272,16 +272,34 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
     return AdaptResult(out / "model.safetensors", report)
 
 
-def _replay_faces(root, dataset: str, n: int, pre: dict, seed: int) -> np.ndarray:
-    """`n` faces (seeded) of a dataset's train split at the model's input."""
+def _replay_faces(root, dataset: str, n: int, pre: dict, seed: int, detector: str = "auto",
+                  progress: bool = False) -> np.ndarray:
+    """`n` faces (seeded) at the model's input: of a dataset's train split (`dataset`: a reader's
+    name), or, with dataset "photos", of any photos under `root`, unlabelled, each through the front
+    end (cached; photos without a face are passed over)."""
     from ..engine.inputs import model_input_images
-    if dataset not in DATASET_READERS:
-        raise DatasetError(f"unknown replay dataset {dataset!r}; known: {', '.join(sorted(DATASET_READERS))}")
+    if dataset != "photos" and dataset not in DATASET_READERS:
+        raise DatasetError(f"unknown replay dataset {dataset!r}; known: photos (any photos), "
+                           f"{', '.join(sorted(DATASET_READERS))}")
     if not Path(root).exists():
         raise DatasetError(f"replay data {root}: no such folder")
+    rng = np.random.RandomState(seed)
+    if dataset == "photos":
+        from ..data.imageio import list_images
+        from ..faces.aligned_cache import aligned_faces
+        files = list_images(root)
+        if not files:
+            raise DatasetError(f"replay data {root}: no photos in it")
+        files = [files[i] for i in np.sort(rng.choice(len(files), size=min(n, len(files)), replace=False))]
+        s = SampleList(paths=files, labels=np.zeros(len(files), np.int64), label_set=("neutral",), source="replay photos")
+        faces, ok, _ = aligned_faces(s, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"), detector,
+                                     progress=progress)
+        if not ok.any():
+            raise DatasetError(f"replay data {root}: the front end found no face in its {len(files)} photos")
+        return faces[ok]
     splits = DATASET_READERS[dataset](Path(root), label_set=CANONICAL)
     s = splits.get("train") or next(iter(splits.values()))
-    pick = np.sort(np.random.RandomState(seed).choice(len(s), size=min(n, len(s)), replace=False))
+    pick = np.sort(rng.choice(len(s), size=min(n, len(s)), replace=False))
     imgs, ok = model_input_images(s.subset(pick), pre["img_size"], pre["channels"], pre.get("framing", "fer2013"),
                                   progress=False)
     return imgs[ok]
