@@ -55,6 +55,19 @@ def test_cli_on_class_folders(photo_tree, tmp_path):
     assert "1 unreadable image(s)" in r.stdout
 
 
+def test_front_end_workers_change_nothing(photo_tree, tmp_path):
+    """The same table and metrics with the front end on one thread and on three."""
+    from ferlab.app.analyzer import FaceAnalyzer
+    from ferlab.app.photo_eval import evaluate_photos
+    fa, s = FaceAnalyzer("fast"), read_photo_dataset(photo_tree)
+    out = {}
+    for w in (1, 3):
+        m = evaluate_photos(fa, s, tmp_path / f"w{w}", n_boot=20, progress=False, log=lambda *_: None, workers=w)
+        out[w] = ((tmp_path / f"w{w}" / "predictions.csv").read_text(),
+                  {k: v for k, v in m.items() if k not in ("seconds", "ms_per_image")})
+    assert out[1] == out[3] and out[1][1]["no_face"]["n"] == 1 and out[1][1]["unreadable"]["n"] == 1
+
+
 def test_csv_list_with_subjects(photo_tree, tmp_path):
     lst = tmp_path / "list.csv"
     lst.write_text("path,label,subject\n"

@@ -281,7 +281,8 @@ def cmd_evaluate_photos(a):
     samples = read_photo_dataset(a.photos, a.dataset, a.photo_split)
     fa = FaceAnalyzer(a.checkpoint, detector=a.detector, **engine_opts(a))
     out = Path(a.out) if a.out else Path("outputs/evaluate") / Path(a.photos).stem
-    r = evaluate_photos(fa, samples, out, n_boot=a.bootstrap)
+    from .app.batch import default_workers
+    r = evaluate_photos(fa, samples, out, n_boot=a.bootstrap, workers=a.workers or default_workers())
     b = r["bootstrap"]
     print(f"{a.photos}: n={r['n']} accuracy {r['accuracy']:.4f} [{b['accuracy_95'][0]:.4f}, {b['accuracy_95'][1]:.4f}] "
           f"macro recall {r['macro_recall']:.4f} [{b['macro_recall_95'][0]:.4f}, {b['macro_recall_95'][1]:.4f}] "
@@ -598,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--detector", default="auto", choices=list(DETECTOR_CHOICES))
     add_engine_opts(e)
     e.add_argument("--bootstrap", type=whole_number(1), default=1000, help="bootstrap resamples for the 95 %% intervals")
+    e.add_argument("--workers", type=whole_number(1), default=None,
+                   help="with --photos: photos run through the front end at once (default: one per CPU core)")
     e.set_defaults(fn=cmd_evaluate)
     lm = sub.add_parser("landmarks", help="cache dlib's 68 points for a dataset (CONFIG), or train the "
                                           "MobileFaceNet landmark net on them (train CONFIG)",

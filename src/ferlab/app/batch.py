@@ -57,7 +57,7 @@ def _load_and_prepare(analyzer, src):
     return rgb, analyzer.prepare_faces(rgb)
 
 
-def _prepared_in_order(analyzer, items, workers: int):
+def prepared_in_order(analyzer, items, workers: int):
     """(name, rgb, prepared) or (name, BadImageError) per item, in input order. With workers > 1 the
     photos are decoded and run through the front end on that many threads (each with its own
     detector; decoding, LiteRT, OpenCV and dlib work outside Python's lock), a bounded number ahead."""
@@ -111,7 +111,7 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
     bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not progress)
     if workers > 1:
         analyzer.landmarker  # loaded once, before the threads share it
-    stream = _prepared_in_order(analyzer, items, workers)
+    stream = prepared_in_order(analyzer, items, workers)
 
     def flush(chunk):
         prepared = [c[2] for c in chunk]

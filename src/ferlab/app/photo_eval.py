@@ -85,10 +85,13 @@ def scored_face(faces: list[dict], labelled_box=None) -> dict | None:
 
 
 def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1000, progress: bool = True,
-                    log=print) -> dict:
+                    log=print, workers: int = 1) -> dict:
     """Run every image of `samples` through `analyzer` (a FaceAnalyzer); returns the report and,
-    with out_dir, writes predictions.csv (as it goes), metrics.json, confusion.csv/.png."""
+    with out_dir, writes predictions.csv (as it goes), metrics.json, confusion.csv/.png. `workers`
+    threads run the front end ahead of the model (the results are the same for any number)."""
     from tqdm import tqdm
+
+    from .batch import prepared_in_order
     names = list(samples.label_set)
     present = sorted(set(samples.labels.tolist()))
     model_labels = list(analyzer.labels)
@@ -103,15 +106,17 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
     boxes = samples.flags.get("box")
     confidence = np.full(len(samples), np.nan)
     try:
-        for i, p in enumerate(tqdm(samples.paths, desc="photos", unit="img", disable=not progress)):
+        stream = prepared_in_order(analyzer, [(str(p), p) for p in samples.paths], workers)
+        for i, (p, got) in enumerate(tqdm(zip(samples.paths, stream), total=len(samples.paths), desc="photos",
+                                          unit="img", disable=not progress)):
             k = ""
-            try:
-                faces = analyzer.analyze(p)
+            if isinstance(got[1], BadImageError):
+                unreadable.append((str(p), str(got[1])))
+                face = False
+            else:
+                faces = analyzer.classify_prepared([got[2]])[0]
                 k = pick_face([f["box"] for f in faces], None if boxes is None else boxes[i])
                 face = None if k is None else faces[k]
-            except BadImageError as e:
-                unreadable.append((str(p), str(e)))
-                face = False
             if not face:
                 if face is None:
                     no_face.append(str(p))
