@@ -159,6 +159,8 @@ def test_the_readme_snippets_run_as_written(tmp_path):
         p = subprocess.run([sys.executable, "-m", "ferlab.cli", *cmd[1:]] + (["--steps", "3"] if cmd[1] == "adapt" else []),
                            capture_output=True, text=True, cwd=work, env=ENV, timeout=600)
         assert p.returncode == 0, (cmd, p.stderr[-1500:])
+        if cmd[1] == "adapt":  # no --replay given: the user is told what that means and what to add
+            assert "without --replay" in p.stdout and "--replay-dataset photos" in p.stdout, p.stdout
         ran += 1
     assert ran >= 6
     assert (work / "results" / "predictions.csv").is_file() and (work / "mine" / "model.safetensors").is_file()

@@ -386,6 +386,10 @@ def cmd_adapt(a):
         print("         recall: " + "  ".join(f"{k} {v:.2f}" for k, v in h["recall"].items()))
     print(f"adapted model: {a.out}/model.safetensors (use it as --model {a.out}/model); report: {a.out}/report.json "
           f"({r['seconds']:.0f} s)")
+    if a.replay is None:
+        print("note: adapted without --replay, the model reads faces like yours; on other faces it may now read "
+              "worse than the base. To keep it general, add --replay FOLDER --replay-dataset photos (any photos of "
+              "other faces, unlabelled): see docs/adapt.md")
     return 0
 
 
