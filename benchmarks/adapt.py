@@ -264,6 +264,27 @@ def table_rows(rec: dict, kind: str = "adapt") -> list[str]:
     return out
 
 
+def _between(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + "\n" + body + "\n" + text[j:]
+
+
+def publish(rec: dict) -> None:
+    """docs/adapt.md's and the README's tables (and the timing) from the record."""
+    doc, readme = ROOT / "docs" / "adapt.md", ROOT / "README.md"
+    users = "\n".join([TABLE_HEAD, *table_rows(rec, "adapt")])
+    d = _between(doc.read_text(), "adapt-table", users)
+    d = _between(d, "recipes-table", "\n".join([TABLE_HEAD, *table_rows(rec, "recipes")]))
+    t = rec.get("timing_fast_1000")
+    if t:
+        i = d.index("<!-- adapt-timing -->")
+        j = d.index(" on 2 CPU cores", i)
+        d = d[:i] + f"<!-- adapt-timing --> {t['wall_s']} s, peak memory {t['peak_rss_mb_largest_process']} MB" + d[j:]
+    doc.write_text(d)
+    readme.write_text(_between(readme.read_text(), "adapt-table", users))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", default="twperformers", choices=list(DOMAINS))
@@ -275,7 +296,12 @@ def main(argv=None):
     ap.add_argument("--timing", action="store_true", help="time `ferlab adapt` on 1,000 photos, cold cache")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--table", action="store_true", help="print the recorded tables (markdown) and stop")
+    ap.add_argument("--publish", action="store_true",
+                    help="write the recorded tables into docs/adapt.md and the README (between their markers) and stop")
     a = ap.parse_args(argv)
+    if a.publish:
+        publish(json.loads(OUT.read_text()))
+        return
     if a.table:
         rec = json.loads(OUT.read_text())
         for kind in ("adapt", "recipes"):
