@@ -172,8 +172,10 @@ def cell(domain, model, per_class, k, recipe_name, work: Path, log) -> dict:
         data = write_csv(work / f"{domain}_{f}_{per_class}.csv", paths, labels, groups, train)
         spec = dict(RECIPES.get(recipe_name, {}))
         photos_dir = spec.pop("replay_photos", None)
-        recipe = Recipe(seed=f, **spec) if recipe_name != "auto" else Recipe(seed=f)
-        replay = DATA / "ferplus" if recipe.replay and (DATA / "ferplus").is_dir() else None
+        # "auto": no recipe given, so the command's own choice (app.adapt's AUTO_MODE and defaults) runs
+        recipe = Recipe(seed=f, **spec) if recipe_name != "auto" else None
+        wants_replay = recipe is None or recipe.replay > 0
+        replay = DATA / "ferplus" if wants_replay and (DATA / "ferplus").is_dir() else None
         replay_dataset = "ferplus"
         if photos_dir:
             replay, replay_dataset = DATA / photos_dir, "photos"
@@ -190,6 +192,8 @@ def cell(domain, model, per_class, k, recipe_name, work: Path, log) -> dict:
         per_fold.append({"fold": f, "people": len({groups[i] for i in sel}), "trained_on": int(len(train)),
                          "held_out_in_adapt": res.report["data"]["held_out"], "best_step": res.report["training"]["best_step"],
                          "steps_planned": res.report["training"]["steps_planned"], "test_photos": int(len(sel)),
+                         "mode": res.report["recipe"]["mode"],
+                         "replay": (res.report["recipe"]["replay_data"] or {}).get("dataset"),
                          "accuracy": round(acc, 4)})
         if per_class == "all" and DATA.joinpath("ferplus").is_dir():
             ferplus_after.append(ferplus_test(res.path))

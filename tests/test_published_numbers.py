@@ -211,6 +211,10 @@ def test_adapt_tables_are_the_record():
     readme = (ROOT / "README.md").read_text()
     users = bench.table_rows(rec, "adapt")
     assert users, "the recipe users get is recorded"
+    from ferlab.app.adapt import AUTO_MODE
+    for key in (k for k in rec if k.startswith("adapt_")):  # the rows of `auto` ran the command's own choice
+        for size, c in rec[key]["by_size"].items():
+            assert {f.get("mode") for f in c["folds"]} == {AUTO_MODE}, (key, size)
     for row in users + bench.table_rows(rec, "recipes"):
         assert row in doc, f"docs/adapt.md lacks the recorded row {row}"
     for row in users:
