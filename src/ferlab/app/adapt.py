@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,9 @@ def _split(labels: np.ndarray, subjects, valid_fraction: float, seed: int) -> np
         k = max(2, min(round(1 / valid_fraction), len(set(subjects))))
         for s in range(seed, seed + 20):
             folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=s)
-            _, held = next(folds.split(np.zeros(n), labels, np.asarray(subjects)))
+            with warnings.catch_warnings():  # a class with fewer faces than folds is fine here: checked below
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                _, held = next(folds.split(np.zeros(n), labels, np.asarray(subjects)))
             mask = np.zeros(n, bool)
             mask[held] = True
             if all((labels[mask] == c).any() and (labels[~mask] == c).any() for c in np.unique(labels)):
