@@ -55,6 +55,7 @@ RECIPES = {
 # a domain -> (dataset folder, the split used or None for all). SFEW: Val alone (its 24 movies), as
 # the shipped default trained on SFEW Train
 DOMAINS = {"twperformers": ("twperformers", None), "sfew_val": ("sfew", "test")}
+DOMAIN_NAMES = {"twperformers": "twperformers (posed)", "sfew_val": "SFEW 2.0 Val (movies)"}
 
 
 def read_domain(name: str):
@@ -264,7 +265,7 @@ def table_rows(rec: dict, kind: str = "adapt") -> list[str]:
         if "ferplus_test_mean_class_accuracy_after_mean" in allc:
             fer += (f" ({allc['ferplus_test_mean_class_accuracy_base']:.1%} → "
                     f"{allc['ferplus_test_mean_class_accuracy_after_mean']:.1%})")
-        out.append(f"| {r['domain']} | `{r['model']}` | {r['recipe']} | {base:.1%} | {' | '.join(cells)} | {fer} |")
+        out.append(f"| {DOMAIN_NAMES.get(r['domain'], r['domain'])} | `{r['model']}` | {r['recipe']} | {base:.1%} | {' | '.join(cells)} | {fer} |")
     return out
 
 
