@@ -75,7 +75,8 @@ def test_rows_are_on_disk_before_the_run_ends(astronaut, tmp_path, analyzer):
 
 def test_front_end_workers_give_the_same_rows_in_the_same_order(astronaut, tmp_path, analyzer):
     """Photos of different sizes, faceless and broken ones among them: the table written with three
-    front-end threads is the one-thread table, byte for byte, and the skipped list is the same."""
+    front-end processes (threads when annotating) is the one-worker table, byte for byte, and the
+    skipped list is the same."""
     from skimage import data
 
     from ferlab.app.batch import run_batch
@@ -93,12 +94,13 @@ def test_front_end_workers_give_the_same_rows_in_the_same_order(astronaut, tmp_p
             items.append(("broken.png", src / "broken.png"))
     items.append(("notes.txt", ("not-image", src / "notes.txt")))
     out = {}
-    for w in (1, 3):
-        res, skipped = run_batch(analyzer, items, tmp_path / f"w{w}", annotate=False, progress=False,
+    for w, annotate in ((1, False), (3, False), (2, True)):
+        res, skipped = run_batch(analyzer, items, tmp_path / f"w{w}", annotate=annotate, progress=False,
                                  images_per_batch=3, workers=w)
         out[w] = ((tmp_path / f"w{w}" / "predictions.csv").read_text(), [s["input"] for s in skipped],
                   [r["input"] for r in res])
-    assert out[3] == out[1]
+    assert out[3] == out[1] and out[2] == out[1]
+    assert len(list((tmp_path / "w2").glob("*_annotated.png"))) == len(out[2][2])
     assert len(out[1][2]) >= 12 and out[1][1] == ["broken.png", "p05.jpg", "p13.jpg", "notes.txt"]
 
 

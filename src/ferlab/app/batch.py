@@ -57,16 +57,48 @@ def _load_and_prepare(analyzer, src):
     return rgb, analyzer.prepare_faces(rgb)
 
 
-def prepared_in_order(analyzer, items, workers: int):
+_PARENT = None  # the analyzer a forked front-end process copies (set just before the fork)
+_CHILD = None
+
+
+def _child_init():
+    global _CHILD
+    _CHILD = _PARENT.worker_copy()
+
+
+def _child_task(src):
+    """In a front-end process: one photo -> prepare_faces' triple (the photo itself stays there), or
+    the BadImageError it raised."""
+    try:
+        return _load_and_prepare(_CHILD, src)[1]
+    except BadImageError as e:
+        return e
+
+
+def prepared_in_order(analyzer, items, workers: int, keep_rgb: bool = True):
     """(name, rgb, prepared) or (name, BadImageError) per item, in input order. With workers > 1 the
-    photos are decoded and run through the front end on that many threads (each with its own
-    detector; decoding, LiteRT, OpenCV and dlib work outside Python's lock), a bounded number ahead."""
+    photos are decoded and run through the front end `workers` at a time: in that many processes
+    (forked, each with its own detector and landmarker) when the photos themselves are not needed
+    back (`keep_rgb` False; rgb is then None), else on that many threads (decoding, LiteRT, OpenCV
+    and dlib work outside Python's lock, the rest does not), a bounded number ahead."""
     if workers <= 1:
         for name, src in items:
             try:
                 yield (name, *_load_and_prepare(analyzer, src))
             except BadImageError as e:
                 yield name, e
+        return
+    import multiprocessing as mp
+    if not keep_rgb and "fork" in mp.get_all_start_methods():
+        global _PARENT
+        _PARENT = analyzer
+        analyzer.landmarker  # loaded once, before the fork
+        try:
+            with mp.get_context("fork").Pool(workers, _child_init) as pool:
+                for (name, _), r in zip(items, pool.imap(_child_task, [src for _, src in items], chunksize=2)):
+                    yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
+        finally:
+            _PARENT = None
         return
     import threading
     from collections import deque
@@ -100,8 +132,9 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
               images_per_batch: int = 8, workers: int = 1):
     """items: (display name, source: path, array, or ('not-image', path)). Returns (results,
     skipped); results hold the faces per photo (and the annotated file when asked for). The faces of
-    `images_per_batch` photos go through the model together; `workers` threads run the front end
-    (decoding, detection, landmarks, alignment) ahead of the model. Rows are written in input order,
+    `images_per_batch` photos go through the model together; `workers` processes (threads when
+    annotated copies are asked for) run the front end (decoding, detection, landmarks, alignment)
+    ahead of the model. Rows are written in input order,
     and are the same for any number of workers."""
     from tqdm import tqdm
 
@@ -110,8 +143,8 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
     results, skipped = [], []
     bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not progress)
     if workers > 1:
-        analyzer.landmarker  # loaded once, before the threads share it
-    stream = prepared_in_order(analyzer, items, workers)
+        analyzer.landmarker  # loaded once, before the workers share or copy it
+    stream = prepared_in_order(analyzer, items, workers, keep_rgb=annotate)
 
     def flush(chunk):
         prepared = [c[2] for c in chunk]

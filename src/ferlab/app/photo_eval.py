@@ -88,7 +88,7 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
                     log=print, workers: int = 1) -> dict:
     """Run every image of `samples` through `analyzer` (a FaceAnalyzer); returns the report and,
     with out_dir, writes predictions.csv (as it goes), metrics.json, confusion.csv/.png. `workers`
-    threads run the front end ahead of the model (the results are the same for any number)."""
+    processes run the front end ahead of the model (the results are the same for any number)."""
     from tqdm import tqdm
 
     from .batch import prepared_in_order
@@ -106,7 +106,7 @@ def evaluate_photos(analyzer, samples: SampleList, out_dir=None, n_boot: int = 1
     boxes = samples.flags.get("box")
     confidence = np.full(len(samples), np.nan)
     try:
-        stream = prepared_in_order(analyzer, [(str(p), p) for p in samples.paths], workers)
+        stream = prepared_in_order(analyzer, [(str(p), p) for p in samples.paths], workers, keep_rgb=False)
         for i, (p, got) in enumerate(tqdm(zip(samples.paths, stream), total=len(samples.paths), desc="photos",
                                           unit="img", disable=not progress)):
             k = ""
