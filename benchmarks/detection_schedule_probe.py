@@ -23,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import detection as D  # noqa: E402
 from ferlab.engine.profiling import git_commit, machine_info, now_utc  # noqa: E402
-from ferlab.faces.blazeface import BlazeFaceDetector, hog_like_box, weighted_nms  # noqa: E402
-from ferlab.faces.detection import Detection  # noqa: E402
+from ferlab.faces.blazeface import BlazeFaceDetector  # noqa: E402
 
 det = None  # set in main
 EV = 0.01  # candidates kept as evidence from this score up
@@ -53,7 +52,6 @@ def per_window(rgb):
     return rgb, out
 
 def simulate(rgb, wins, tau, margin=0.0, pads=None):
-    h, w = rgb.shape[:2]
     run = [x for x in wins if x["whole"] and (pads is None or x["win"][3] in pads)]
     tiles = [x for x in wins if not x["whole"]]
     levels = sorted({x["win"][2] for x in tiles}, reverse=True)
@@ -81,22 +79,19 @@ def simulate(rgb, wins, tau, margin=0.0, pads=None):
             if ok or tau is None:
                 ran.append(x)
         run += ran
-    B = np.concatenate([r["b"] for r in run]); K = np.concatenate([r["k"] for r in run]); S = np.concatenate([r["s"] for r in run])
-    boxes, kps, scores, _ = weighted_nms(B, K, S, det.nms_iou)
-    tiled = len(wins) > len(det.WHOLE_FRAME_PADS)
-    out, looks = [], 0
-    for b, k, s in zip(boxes, kps, scores):
-        if tiled and s < det.sure:
-            looks += 1
-            look = det._second_look(rgb, b)
-            if look < det.verify_min and not (s >= det.confident and look > 0):
-                continue
-        x0_, y0_ = max(0.0, float(b[0])), max(0.0, float(b[1]))
-        x1_, y1_ = min(float(w), float(b[2])), min(float(h), float(b[3]))
-        if x1_ - x0_ < 2 or y1_ - y0_ < 2:
-            continue
-        out.append(Detection((x0_, y0_, x1_, y1_), float(s), "b", keypoints=k, landmark_box=hog_like_box(b, w, h)))
-    return out, len(run) + looks
+    looks = {"n": 0}
+    real = det._second_look
+
+    def counted(*a):  # the detector's own merge, its second looks counted as passes
+        looks["n"] += 1
+        return real(*a)
+    det._second_look = counted
+    try:
+        out = det.merge(rgb, np.concatenate([r["b"] for r in run]), np.concatenate([r["k"] for r in run]),
+                        np.concatenate([r["s"] for r in run]), tiled=len(wins) > len(det.WHOLE_FRAME_PADS))
+    finally:
+        det._second_look = real
+    return out, len(run) + looks["n"]
 
 
 def main():

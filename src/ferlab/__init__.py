@@ -1,11 +1,7 @@
 """ferlab: facial expression recognition — face detection, landmarks, alignment, models, training."""
-from importlib.metadata import PackageNotFoundError, version as _version
+from .app.defaults import DEFAULT_MODEL, package_version  # DEFAULT_MODEL: what every command runs unless told
 
-try:
-    __version__ = _version("ferlab")  # one source: pyproject.toml
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-from .app.defaults import DEFAULT_MODEL  # the model every command and FaceAnalyzer() run unless told otherwise
+__version__ = package_version()
 
 __all__ = ["DEFAULT_MODEL", "FaceAnalyzer", "adapt", "create_model", "list_models", "__version__"]
 

@@ -545,12 +545,8 @@ def cmd_data(a):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition toolkit")
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        v = version("ferlab")
-    except PackageNotFoundError:
-        v = "0+unknown"
-    p.add_argument("--version", action="version", version=f"ferlab {v}")
+    from .app.defaults import package_version
+    p.add_argument("--version", action="version", version=f"ferlab {package_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config", help="YAML config, or - for the defaults (then only overrides)")

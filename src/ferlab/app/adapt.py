@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.arrays import standardise
+from ..data.imageio import IMAGE_SUFFIXES
 from ..data.labels import CANONICAL, SYNONYMS
 from ..data.readers import DATASET_READERS, DatasetError, SampleList
 from ..data.splits import merge
@@ -38,7 +39,6 @@ from ..engine.checkpoint import CheckpointError, load_model, save_model
 from ..engine.metrics import bootstrap, score
 
 MIN_PER_CLASS = 4  # at least 3 to train on and 1 to hold out
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # the recipe `mode='auto'` takes. benchmarks/adapt.py --recipes (fast, twperformers, unseen performers,
 # FER+ train replayed): with all photos `last` read them as well as `full` (66.2 vs 65.8 %) and kept
 # FER+ test better (84.35 vs 83.31 %, base 86.48; mean class accuracy 65.0 vs 60.4 %, base 64.4);

@@ -89,10 +89,10 @@ def prepared_in_order(analyzer, items, workers: int, keep_rgb: bool = True):
                 yield name, e
         return
     import multiprocessing as mp
+    analyzer.landmarker  # loaded once, before the workers share it (threads) or copy it (a fork)
     if not keep_rgb and "fork" in mp.get_all_start_methods():
         global _PARENT
         _PARENT = analyzer
-        analyzer.landmarker  # loaded once, before the fork
         try:
             with mp.get_context("fork").Pool(workers, _child_init) as pool:
                 for (name, _), r in zip(items, pool.imap(_child_task, [src for _, src in items], chunksize=2)):
@@ -134,16 +134,13 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
     skipped); results hold the faces per photo (and the annotated file when asked for). The faces of
     `images_per_batch` photos go through the model together; `workers` processes (threads when
     annotated copies are asked for) run the front end (decoding, detection, landmarks, alignment)
-    ahead of the model. Rows are written in input order,
-    and are the same for any number of workers."""
+    ahead of the model. Rows are written in input order, and are the same for any number of workers."""
     from tqdm import tqdm
 
     from .draw import draw_faces
     writer = ResultWriter(out_dir, list(analyzer.labels))
     results, skipped = [], []
     bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not progress)
-    if workers > 1:
-        analyzer.landmarker  # loaded once, before the workers share or copy it
     stream = prepared_in_order(analyzer, items, workers, keep_rgb=annotate)
 
     def flush(chunk):
@@ -165,23 +162,18 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
             if on_faces:
                 on_faces(rec)
     try:
-        done = 0
-        while done < len(items):
-            # the next `images_per_batch` items; a bad one is reported where it stands
-            chunk = []
-            for got in stream:
-                done += 1
-                if isinstance(got[1], BadImageError):
-                    skipped.append({"input": got[0], "reason": str(got[1])})
-                    bar.update(1)
-                else:
-                    chunk.append(got)
-                if done % images_per_batch == 0:
-                    break
-            if chunk:
+        chunk = []  # the good photos among the last `images_per_batch` items; a bad one is reported where it stands
+        for done, got in enumerate(stream, 1):
+            if isinstance(got[1], BadImageError):
+                skipped.append({"input": got[0], "reason": str(got[1])})
+                bar.update(1)
+            else:
+                chunk.append(got)
+            if done % images_per_batch == 0 and chunk:
                 flush(chunk)
-            if not chunk and done < len(items) and done % images_per_batch:
-                break
+                chunk = []
+        if chunk:
+            flush(chunk)
     finally:
         bar.close()
         writer.close()

@@ -310,10 +310,16 @@ class BlazeFaceDetector:
             all_b.append(b + np.tile(off, 2))
             all_k.append(k + off)
             all_s.append(s)
-        boxes, kps, scores, _ = weighted_nms(np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s),
-                                             self.nms_iou)
+        return self.merge(rgb, np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s),
+                          tiled=len(windows) > len(self.WHOLE_FRAME_PADS))
+
+    def merge(self, rgb: np.ndarray, boxes, kps, scores, tiled: bool) -> list[Detection]:
+        """Every pass's candidates (in the frame's pixels) -> the frame's detections: weighted
+        suppression, then, on a tiled frame, a second look at each candidate the network is not
+        sure of; boxes clipped to the frame."""
+        h, w = rgb.shape[:2]
+        boxes, kps, scores, _ = weighted_nms(boxes, kps, scores, self.nms_iou)
         out = []
-        tiled = len(windows) > len(self.WHOLE_FRAME_PADS)
         for b, k, s in zip(boxes, kps, scores):
             # a tiled frame is looked at many times over: a candidate the network is not sure of
             # must hold up in a second look centred on it
