@@ -56,6 +56,32 @@ def test_a_file_of_another_layout_is_refused(tmp_path):
         create_model("efficientnet_lite0", pretrained_file=str(tmp_path / "w.safetensors"))
 
 
+def test_a_gray_model_starts_a_colour_one_reading_colour_as_its_gray(tmp_path):
+    """train.init_from with a gray model and a colour run: the first convolution is split over R, G, B
+    by OpenCV's gray weights, so the colour model starts as the gray one on the face made gray."""
+    import cv2
+
+    from ferlab.engine.checkpoint import save_model
+    from ferlab.engine.train import init_from_checkpoint
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    torch.manual_seed(0)
+    gray = create_model("resnet18", num_classes=3, in_chans=1, small_input=True).eval()
+    save_model(tmp_path / "gray", gray, {"arch": "resnet18", "labels": labels,
+                                         "model_kwargs": {"in_chans": 1, "small_input": True}})
+    colour = create_model("resnet18", num_classes=3, in_chans=3, small_input=True).eval()
+    init_from_checkpoint(colour, tmp_path / "gray", "resnet18", labels)
+    rgb = np.stack([pattern_image(1, 0, 64), pattern_image(2, 1, 64), pattern_image(3, 2, 64)], -1).astype(np.uint8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    with torch.no_grad():
+        a = colour(torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1)
+        b = gray(torch.from_numpy(grey)[None, None] / 127.5 - 1)
+    # within 1 % of the logits' size (OpenCV rounds its gray to whole grey levels)
+    assert float((a - b).abs().max()) < 0.01 * float(a.abs().max()), (a, b)
+    with pytest.raises(ValueError, match="over"):  # another label set is refused
+        init_from_checkpoint(colour, tmp_path / "gray", "resnet18", ["neutral", "anger", "fear"])
+
+
 def test_grey_augmentation_makes_colour_faces_gray_and_is_drawn_only_when_set():
     from ferlab.data.augment import augment_batch
     x = torch.rand(16, 3, 24, 24)
