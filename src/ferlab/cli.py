@@ -18,6 +18,7 @@ MODELS = {
     "fastnet_s": "ferlab's small residual CNN, 16-128 channels (a distilled student)",
     "dlib_resnet29": "dlib's 29-layer face-recognition ResNet with a FER head (pretrained_file: dlib, 104 px or more)",
     "dan": "paper 001: ResNet-18 with a multi-head cross attention network (affinity + partition losses)",
+    "ensemble": "trained models read as one: the weighted mean of their calibrated probabilities (ferlab ensemble)",
     "efficientnet_lite0": "EfficientNet-Lite0 (timm), optionally from ImageNet weights (pretrained_file: imagenet)",
     "pcda": "paper 003: IR-50 image branch + MobileFaceNet landmark branch, cross-attention, NeAA loss",
     "rasa": "paper 000: landmark-centred patches through a small transformer",
@@ -406,6 +407,23 @@ def cmd_calibrate(a):
     return 0
 
 
+def cmd_ensemble(a):
+    """`ferlab ensemble A B [C ...] --out OUT`: the models as one model file."""
+    from .app.analyzer import resolve_model
+    from .engine.config import load_config
+    from .engine.ensemble import write_ensemble
+    weights = None
+    if a.weights is not None:
+        try:
+            weights = [float(w) for w in a.weights.split(",")]
+        except ValueError:
+            raise UserError(f"--weights {a.weights!r}: comma-separated numbers, one per model") from None
+    data_cfg = load_config(a.config)["data"] if a.config else None
+    meta = write_ensemble([resolve_model(m) for m in a.models], a.out, weights, data_cfg, a.step, a.int8)
+    print(f"wrote {a.out}.safetensors and {a.out}.json: {meta['summary']}")
+    return 0
+
+
 def cmd_interpolate(a):
     """`ferlab interpolate BASE TUNED OUT --alpha A`: the model (1 - A) * BASE + A * TUNED."""
     from .app.analyzer import resolve_model
@@ -699,6 +717,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: ferplus)")
     ad.add_argument("--quiet", action="store_true", help="no progress bars")
     ad.set_defaults(fn=cmd_adapt)
+    en = sub.add_parser("ensemble", help="several trained models read as one model file (the weighted mean of "
+                                         "their calibrated probabilities), the weights chosen on the selection splits")
+    en.add_argument("models", nargs="+", help="two or more ferlab model files or shipped names, one input between them")
+    en.add_argument("--out", required=True, help="the ensemble's path (OUT.safetensors and OUT.json are written)")
+    en.add_argument("--weights", default=None, help="comma-separated weights, one per model (default: chosen on the "
+                                                   "valid split of the first model's training data)")
+    en.add_argument("--config", default=None, help="YAML config whose data section's valid split chooses the weights")
+    en.add_argument("--step", type=finite_number, default=0.1, help="grid step of the weight search (default 0.1)")
+    en.add_argument("--int8", action="store_true", help="store weights as int8 with per-channel scales (for shipping)")
+    en.set_defaults(fn=cmd_ensemble)
     cb = sub.add_parser("calibrate", help="fit a model's temperature on its valid split, so that its probabilities "
                                           "mean what they say (stored in the model's JSON)")
     cb.add_argument("model", help="a ferlab model file (PATH.safetensors with PATH.json) or a shipped name")
@@ -761,6 +789,11 @@ def precheck(a) -> None:
                     "and pass the run's best.safetensors)") if str(m) in architecture_names() else ""
             raise UserError(f"model {str(m)!r}: no such model file; give a ferlab model file (PATH.safetensors with "
                             f"PATH.json beside it) or a shipped name ({names}){hint}")
+    for m in (getattr(a, "models", None) or []) if cmd == "ensemble" else []:
+        if not _model_exists(m):
+            names = ", ".join(n for n, _ in shipped_model_notes())
+            raise UserError(f"model {str(m)!r}: no such model file; give ferlab model files (PATH.safetensors with "
+                            f"PATH.json beside it) or shipped names ({names})")
     paths = []
     if cmd == "predict" and len(a.inputs) == 1:
         paths = a.inputs

@@ -1,0 +1,150 @@
+"""Trained models read as one (`ferlab.models.ensemble`): the file that holds them, and its member
+weights chosen on the selection splits, never on a test set.
+
+    ferlab ensemble default fast resnet18_ferplus --out runs/ensemble/ensemble
+        # weights: the best point of a grid over the simplex (step 0.1) by the selection score of the
+        # first member's training data (FER+ valid and ExpW valid: the mean of their accuracies)
+    ferlab ensemble A B --weights 0.7,0.3 --out OUT   # weights given, nothing measured
+
+Members must share labels and input (size, colour, normalisation, framing); each keeps its own
+calibration temperature. The result is a normal ferlab model file (PATH.safetensors + PATH.json)
+with its members, their digests and the weight search in its JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.arrays import restrict_labels
+from ..models.ensemble import ProbabilityEnsemble
+from .calibration import selection_split
+from .checkpoint import load_model, save_model
+from .evaluate import predict_probs
+from .inputs import model_input_images
+
+INPUT_KEYS = ("img_size", "channels", "mean", "std", "framing")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
+    """(model, meta, path) of each member; a clear error when they cannot be read as one."""
+    paths = [Path(p).with_suffix(".safetensors") for p in paths]
+    if len(paths) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    members = [(*load_model(p), p) for p in paths]
+    _, first, p0 = members[0]
+    for _, meta, p in members[1:]:
+        if meta["labels"] != first["labels"]:
+            raise ValueError(f"{p} and {p0} have different labels ({meta['labels']} against {first['labels']})")
+        a = {k: meta["preprocess"].get(k) for k in INPUT_KEYS}
+        b = {k: first["preprocess"].get(k) for k in INPUT_KEYS}
+        if a != b:
+            raise ValueError(f"{p} reads another input than {p0} ({a} against {b}): an ensemble's members share one")
+    for _, meta, p in members:
+        if meta["arch"] == "ensemble":
+            raise ValueError(f"{p} is an ensemble itself: give its members instead")
+    return members
+
+
+def member_specs(members) -> list[dict]:
+    return [{"arch": meta["arch"], "kwargs": meta.get("model_kwargs", {}), "temperature": float(meta.get("temperature", 1.0))}
+            for _, meta, _ in members]
+
+
+def build_ensemble(members, weights) -> ProbabilityEnsemble:
+    """The ensemble module over loaded members, each member's trained weights copied in."""
+    ens = ProbabilityEnsemble(member_specs(members), list(weights), num_classes=len(members[0][1]["labels"]))
+    for slot, (model, _, _) in zip(ens.members, members):
+        slot.load_state_dict(model.state_dict())
+    return ens.eval()
+
+
+def selection_probs(members, data_cfg: dict):
+    """(valid samples, [calibrated probabilities of each member]) on the selection (valid) split."""
+    meta = members[0][1]
+    pre = meta["preprocess"]
+    valid = restrict_labels(selection_split(data_cfg), tuple(meta["labels"]))
+    imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
+    keep = np.flatnonzero(ok)
+    valid, imgs = valid.subset(keep), imgs[keep]
+    probs = [predict_probs(m, imgs, pre, torch.device("cpu"), temperature=float(mt.get("temperature", 1.0)))
+             for m, mt, _ in members]
+    return valid, probs
+
+
+def selection_score(probs: np.ndarray, labels: np.ndarray, sources: np.ndarray | None) -> dict:
+    """Accuracy per source and their mean (each source counting the same, as in model selection)."""
+    right = probs.argmax(1) == labels
+    if sources is None:
+        return {"per_source": {}, "score": float(right.mean())}
+    per = {str(n): float(right[sources == n].mean()) for n in dict.fromkeys(sources.tolist())}
+    return {"per_source": per, "score": float(np.mean(list(per.values())))}
+
+
+def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector of n non-negative multiples of `step` summing to 1, the first member's
+    largest weights first (so that ties go to the first member)."""
+    k = int(round(1 / step))
+    if k < 1 or abs(k * step - 1) > 1e-6:
+        raise ValueError(f"step {step}: must divide 1 (e.g. 0.1, 0.05)")
+    out = [c for c in itertools.product(range(k, -1, -1), repeat=n) if sum(c) == k]
+    return [tuple(x / k for x in c) for c in out]
+
+
+def choose_weights(probs: list[np.ndarray], labels: np.ndarray, sources, step: float = 0.1) -> dict:
+    """The grid point with the best selection score; the table of every member alone beside it."""
+    best, best_w = None, None
+    for w in simplex_grid(len(probs), step):
+        s = selection_score(sum(wi * p for wi, p in zip(w, probs)), labels, sources)
+        if best is None or s["score"] > best["score"] + 1e-12:
+            best, best_w = s, w
+    alone = [selection_score(p, labels, sources) for p in probs]
+    return {"weights": list(best_w), "selection": best, "members_alone": alone, "grid_step": step}
+
+
+def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step: float = 0.1, int8: bool = False,
+                   log=print) -> dict:
+    """Write the ensemble of the models at `paths` to OUT.safetensors + OUT.json; with no `weights`,
+    choose them on the selection split of `data_cfg` (default: the first member's training data)."""
+    members = load_members(paths)
+    report = {}
+    if weights is None:
+        if data_cfg is None:
+            data_cfg = members[0][1].get("config", {}).get("data")
+            if not data_cfg:
+                raise ValueError(f"{paths[0]}: its JSON holds no training config to choose the weights on; "
+                                 "give --config or --weights")
+        valid, probs = selection_probs(members, data_cfg)
+        report = choose_weights(probs, valid.labels, valid.flags.get("source"), step)
+        report["n"] = int(len(valid))
+        weights = report["weights"]
+        for (_, _, p), s in zip(members, report["members_alone"]):
+            log(f"  {p.stem:24s} alone: selection {s['score']:.4f} {s['per_source']}")
+        log(f"  weights {', '.join(f'{w:g}' for w in weights)}: selection {report['selection']['score']:.4f} "
+            f"{report['selection']['per_source']}")
+    weights = [float(w) for w in weights]
+    if len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} models")
+    model = build_ensemble(members, weights)
+    first = members[0][1]
+    meta = {"summary": "ensemble of " + ", ".join(f"{p.stem} ({w:.2g})" for (_, _, p), w in zip(members, model.member_weights.tolist())),
+            "arch": "ensemble", "labels": first["labels"],
+            "model_kwargs": {"members": member_specs(members), "weights": model.member_weights.tolist()},
+            "preprocess": first["preprocess"],
+            "ensemble": {"members": [{"name": p.stem, "path": str(p), "sha256": _digest(p), "arch": mt["arch"],
+                                      "temperature": float(mt.get("temperature", 1.0))} for _, mt, p in members],
+                         "weights": model.member_weights.tolist(), "chosen_on": report or "given"},
+            **({"dtype": "int8 weights (per-channel scales)"} if int8 else {})}
+    save_model(out, model, meta, int8=int8)
+    return meta

@@ -1,0 +1,90 @@
+"""Trained models read as one: `ferlab ensemble` and the `ensemble` architecture."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ferlab.engine.checkpoint import load_model, save_model
+from ferlab.engine.ensemble import choose_weights, simplex_grid, write_ensemble
+from ferlab.models import create_model
+
+LABELS = ["neutral", "happiness", "surprise"]
+
+
+def _tiny(tmp_path, name, seed, arch="fastnet_s", size=48, temperature=None):
+    torch.manual_seed(seed)
+    m = create_model(arch, num_classes=3, in_chans=1)
+    meta = {"arch": arch, "labels": LABELS, "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": size, "channels": 1, "mean": 0.5, "std": 0.5, "framing": "fer2013"}}
+    if temperature:
+        meta["temperature"] = temperature
+    save_model(tmp_path / name, m, meta)
+    return tmp_path / f"{name}.safetensors"
+
+
+def test_the_ensemble_is_the_weighted_mean_of_its_members_calibrated_probabilities(tmp_path):
+    a = _tiny(tmp_path, "a", 0, temperature=2.0)
+    b = _tiny(tmp_path, "b", 1, arch="fastnet_m")
+    write_ensemble([a, b], tmp_path / "e", weights=[3, 1])
+    ens, meta = load_model(tmp_path / "e")
+    assert meta["arch"] == "ensemble" and meta["labels"] == LABELS
+    assert [m["name"] for m in meta["ensemble"]["members"]] == ["a", "b"]
+    x = torch.randn(4, 1, 48, 48)
+    ma, mb = load_model(a)[0], load_model(b)[0]
+    with torch.no_grad():
+        want = 0.75 * torch.softmax(ma(x) / 2.0, 1) + 0.25 * torch.softmax(mb(x), 1)
+        got = torch.softmax(ens(x), 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # int8 storage keeps the members' int8 weights and the weights of the mean
+    write_ensemble([a, b], tmp_path / "q", weights=[3, 1], int8=True)
+    q, _ = load_model(tmp_path / "q")
+    assert torch.allclose(q.member_weights, torch.tensor([0.75, 0.25]))
+
+
+def test_members_must_read_one_input_and_weights_must_fit(tmp_path):
+    a = _tiny(tmp_path, "a", 0)
+    big = _tiny(tmp_path, "big", 1, size=64)
+    with pytest.raises(ValueError, match="another input"):
+        write_ensemble([a, big], tmp_path / "e", weights=[1, 1])
+    with pytest.raises(ValueError, match="2 models"):
+        write_ensemble([a, _tiny(tmp_path, "b", 2)], tmp_path / "e", weights=[1, 1, 1])
+    with pytest.raises(ValueError, match="non-negative"):
+        write_ensemble([a, _tiny(tmp_path, "c", 3)], tmp_path / "e", weights=[1, -1])
+    with pytest.raises(ValueError, match="at least two"):
+        write_ensemble([a], tmp_path / "e", weights=[1])
+
+
+def test_the_weight_search_finds_the_best_mix_and_ties_go_to_the_first_member():
+    assert len(simplex_grid(3, 0.5)) == 6 and simplex_grid(2, 0.5)[0] == (1.0, 0.0)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    src = np.array(["a", "a", "a", "b", "b", "b"])
+    eye = np.eye(3)
+    good_on_a = np.where((src == "a")[:, None], eye[y], eye[(y + 1) % 3] * 0.6 + eye[y] * 0.4)
+    good_on_b = np.where((src == "b")[:, None], eye[y], eye[(y + 1) % 3] * 0.6 + eye[y] * 0.4)
+    r = choose_weights([good_on_a, good_on_b], y, src, step=0.1)
+    assert r["selection"]["score"] == 1.0 and r["members_alone"][0]["score"] == 0.5
+    assert r["weights"][0] > 0 and r["weights"][1] > 0  # only the mix gets both sources right
+    same = choose_weights([eye[y], eye[y]], y, None, step=0.5)
+    assert same["weights"] == [1.0, 0.0]
+
+
+def test_ensemble_cli_runs_in_predict_and_refuses_bad_weights(tmp_path):
+    a, b = _tiny(tmp_path, "a", 0), _tiny(tmp_path, "b", 1)
+    out = tmp_path / "e"
+    r = subprocess.run([sys.executable, "-m", "ferlab.cli", "ensemble", str(a), str(b), "--weights", "0.5,0.5",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["ensemble"]["weights"] == [0.5, 0.5]
+    r = subprocess.run([sys.executable, "-m", "ferlab.cli", "predict", "--model", str(out), "--out",
+                        str(tmp_path / "pred")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 face" in r.stdout, r.stderr
+    for bad, needle in ((["--weights", "x,y"], "comma-separated"), (["--weights", "1"], "1 weights for 2")):
+        r = subprocess.run([sys.executable, "-m", "ferlab.cli", "ensemble", str(a), str(b), *bad, "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ferlab.cli", "ensemble", str(a), str(tmp_path / "nothing"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no such model file" in r.stderr
