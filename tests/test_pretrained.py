@@ -141,6 +141,40 @@ def test_interpolate_cli_refuses_two_architectures_in_one_line(tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_colour_model_interpolates_with_the_gray_model_it_started_from(tmp_path):
+    """A gray base and a colour model of its architecture: the base is read as colour (the first
+    convolution split over R, G, B), so alpha 0 reads a colour face as the gray base reads it made
+    gray, alpha 1 is the colour model; another normalisation is refused."""
+    import cv2
+
+    from ferlab.engine.checkpoint import save_model
+    from ferlab.engine.weight_average import interpolate_models
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    torch.manual_seed(0)
+    gray = create_model("resnet18", num_classes=3, in_chans=1, small_input=True).eval()
+    colour = create_model("resnet18", num_classes=3, in_chans=3, small_input=True).eval()
+    save_model(tmp_path / "gray", gray, {"arch": "resnet18", "labels": labels,
+                                         "model_kwargs": {"in_chans": 1, "small_input": True},
+                                         "preprocess": {"img_size": 48, "channels": 1, "mean": 0.5, "std": 0.5}})
+    cmeta = {"arch": "resnet18", "labels": labels, "model_kwargs": {"in_chans": 3, "small_input": True},
+             "preprocess": {"img_size": 64, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": 0.5}}
+    save_model(tmp_path / "colour", colour, cmeta)
+    rgb = np.stack([pattern_image(1, 0, 64), pattern_image(2, 1, 64), pattern_image(3, 2, 64)], -1).astype(np.uint8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    m0, meta = interpolate_models(tmp_path / "gray.safetensors", tmp_path / "colour.safetensors", 0.0)
+    m1, _ = interpolate_models(tmp_path / "gray.safetensors", tmp_path / "colour.safetensors", 1.0)
+    with torch.no_grad():
+        a, want = m0.eval()(x), gray(torch.from_numpy(grey)[None, None] / 127.5 - 1)
+        assert float((a - want).abs().max()) < 0.01 * float(want.abs().max()), (a, want)
+        assert torch.allclose(m1.eval()(x), colour(x), atol=1e-5)
+    assert meta["preprocess"]["channels"] == 3 and "base_lifted" in meta["interpolation"]
+    save_model(tmp_path / "other", colour, {**cmeta, "preprocess": {**cmeta["preprocess"], "mean": [0.4, 0.5, 0.5]}})
+    with pytest.raises(ValueError, match="cannot interpolate"):
+        interpolate_models(tmp_path / "gray.safetensors", tmp_path / "other.safetensors", 0.5)
+
+
 def test_exported_faces_are_a_crop_dataset(tmp_path, class_folder_dataset):
     from ferlab.data.arrays import load_splits
     from ferlab.engine.inputs import export_faces

@@ -101,6 +101,25 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     return model.to(device).eval(), meta
 
 
+# OpenCV's RGB -> gray weights: a gray model's first convolution spread over R, G and B with them
+# reads a colour face exactly as the gray model reads that face made gray
+GREY_FROM_RGB = (0.299, 0.587, 0.114)
+
+
+def grey_weights_for_colour(src: dict, target: dict) -> dict:
+    """`src` (a gray model's state dict) with each single-channel convolution kernel whose place in
+    `target` (a colour model of that architecture) takes three channels split over R, G and B by
+    GREY_FROM_RGB: the colour model holding these weights reads a colour face as the gray model reads
+    that face made gray. Every other tensor is returned as it is."""
+    out = dict(src)
+    for k, v in src.items():
+        t = target.get(k)
+        if t is not None and v.shape != t.shape and v.ndim == 4 and v.shape[1] == 1 and t.shape[1] == 3 \
+                and v.shape[0] == t.shape[0] and v.shape[2:] == t.shape[2:]:
+            out[k] = v * torch.tensor(GREY_FROM_RGB, dtype=v.dtype).view(1, 3, 1, 1)
+    return out
+
+
 def read_safetensors(path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file; a truncated, corrupt or hostile one (say, a header that claims
     gigabytes) is one CheckpointError, never a crash or a huge allocation."""

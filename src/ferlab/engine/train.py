@@ -30,7 +30,7 @@ from ..data.hybrid import BALANCE_AUGMENT
 from ..losses import build_loss, logits_of
 from ..models import create_model, model_args, needs_landmarks
 from ..models.weights import WEIGHT_FILE_KWARGS
-from .checkpoint import RunCheckpoints, load_model
+from .checkpoint import RunCheckpoints, grey_weights_for_colour, load_model
 from .config import check_values
 from .evaluate import evaluate_checkpoint_on_split, predict_probs
 from .inputs import model_input_images, photo_mask
@@ -256,26 +256,16 @@ def load_split_arrays(dcfg: dict, seed: int = 0):
     return splits, arrays
 
 
-# OpenCV's RGB -> gray weights: a gray model's first convolution spread over R, G and B with them
-# reads a colour face exactly as the gray model reads that face made gray
-GREY_FROM_RGB = (0.299, 0.587, 0.114)
-
-
 def init_from_checkpoint(model, path, arch: str, label_set) -> None:
     """Copy every weight of a saved ferlab model (PATH.safetensors + .json, int8/fp16 ones too) into
     `model`; the architecture and the label set must be the same. A gray model may start a colour
-    one: its first convolution's kernels are split over R, G and B by GREY_FROM_RGB, so the colour
+    one: its first convolution's kernels are split over R, G and B by OpenCV's gray weights, so the colour
     model begins as the gray model on the face made gray."""
     src, meta = load_model(path)
     if meta["arch"] != arch or tuple(meta["labels"]) != tuple(label_set):
         raise ValueError(f"train.init_from: {path} is a {meta['arch']} over {meta['labels']}, this run trains a "
                          f"{arch} over {list(label_set)}")
-    own, sd = model.state_dict(), src.state_dict()
-    for k, v in sd.items():
-        t = own.get(k)
-        if t is not None and v.shape != t.shape and v.ndim == 4 and v.shape[1] == 1 and t.shape[1] == 3 \
-                and v.shape[0] == t.shape[0] and v.shape[2:] == t.shape[2:]:
-            sd[k] = v * torch.tensor(GREY_FROM_RGB, dtype=v.dtype).view(1, 3, 1, 1)
+    sd = grey_weights_for_colour(src.state_dict(), model.state_dict())
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

@@ -7,13 +7,18 @@ keep most of the base's accuracy on its own data while keeping most of what fine
 elsewhere. Every floating-point tensor is interpolated (BatchNorm's running statistics too); integer
 counters are taken from the tuned model. alpha is chosen on the selection splits, never on test.
 
+A colour model fine-tuned from a gray one (`train.init_from`) is interpolated with that gray model
+lifted to colour the way the fine-tuning started (its first convolution split over R, G and B by
+OpenCV's gray weights), at the tuned model's input size: alpha = 0 is then the gray base reading each
+colour face made gray.
+
     ferlab interpolate BASE TUNED OUT --alpha 0.5
 """
 from __future__ import annotations
 
 import torch
 
-from .checkpoint import load_model, save_model
+from .checkpoint import grey_weights_for_colour, load_model, save_model
 
 
 def interpolate_state(base: dict, tuned: dict, alpha: float) -> dict:
@@ -28,18 +33,38 @@ def interpolate_state(base: dict, tuned: dict, alpha: float) -> dict:
     return out
 
 
+def _channel_values(v, n: int) -> list[float]:
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * n
+
+
+def _gray_base_of_colour(bpre, tpre) -> bool:
+    """Whether a gray base (`bpre`) can be read as a colour model of the tuned input (`tpre`): one
+    channel against three, the same normalisation on every channel and the same framing."""
+    if not bpre or not tpre or bpre.get("channels") != 1 or tpre.get("channels") != 3:
+        return False
+    return (_channel_values(bpre["mean"], 3) == _channel_values(tpre["mean"], 3)
+            and _channel_values(bpre["std"], 3) == _channel_values(tpre["std"], 3)
+            and bpre.get("framing", "fer2013") == tpre.get("framing", "fer2013"))
+
+
 def interpolate_models(base_path, tuned_path, alpha: float):
     """(model, meta) of the interpolation at `alpha` (meta from the tuned model, with provenance)."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be between 0 (the base) and 1 (the tuned model), not {alpha}")
     base, bmeta = load_model(base_path)
     tuned, tmeta = load_model(tuned_path)
+    lifted = _gray_base_of_colour(bmeta.get("preprocess"), tmeta.get("preprocess"))
     if bmeta["arch"] != tmeta["arch"] or bmeta["labels"] != tmeta["labels"] or \
-            bmeta.get("preprocess") != tmeta.get("preprocess"):
+            (bmeta.get("preprocess") != tmeta.get("preprocess") and not lifted):
         raise ValueError(f"{base_path} and {tuned_path} differ in architecture, labels or input: cannot interpolate")
-    tuned.load_state_dict(interpolate_state(base.state_dict(), tuned.state_dict(), alpha))
+    bsd = base.state_dict()
+    if lifted:
+        bsd = grey_weights_for_colour(bsd, tuned.state_dict())
+    tuned.load_state_dict(interpolate_state(bsd, tuned.state_dict(), alpha))
     meta = {k: v for k, v in tmeta.items() if k not in ("temperature", "calibration", "exported_from", "dtype")}
     meta["interpolation"] = {"base": str(base_path), "tuned": str(tuned_path), "alpha": float(alpha)}
+    if lifted:
+        meta["interpolation"]["base_lifted"] = "gray base spread over R, G, B by OpenCV's gray weights"
     return tuned, meta
 
 
