@@ -88,3 +88,35 @@ def test_ensemble_cli_runs_in_predict_and_refuses_bad_weights(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ferlab.cli", "ensemble", str(a), str(tmp_path / "nothing"),
                         "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no such model file" in r.stderr
+
+
+def test_a_gray_smaller_member_reads_the_colour_face_made_gray_and_area_resampled(tmp_path):
+    """The ensemble reads its first member's input (64 px colour); a 48 px gray member gets each face
+    as OpenCV would give it (gray by 0.299 R + 0.587 G + 0.114 B, INTER_AREA), also through ONNX."""
+    import cv2
+
+    from ferlab.engine.onnx_runtime import export_onnx
+    torch.manual_seed(0)
+    colour = create_model("fastnet_s", num_classes=3, in_chans=3)
+    cmeta = {"arch": "fastnet_s", "labels": LABELS, "model_kwargs": {"in_chans": 3},
+             "preprocess": {"img_size": 64, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": 0.5, "framing": "fer2013"}}
+    save_model(tmp_path / "c", colour, cmeta)
+    g = _tiny(tmp_path, "g", 1)
+    meta = write_ensemble([tmp_path / "c.safetensors", g], tmp_path / "e", weights=[1, 1])
+    assert meta["preprocess"]["img_size"] == 64 and meta["model_kwargs"]["members"][1]["input"] == {"img_size": 48, "channels": 1}
+    ens, _ = load_model(tmp_path / "e")
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    gray48 = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (48, 48), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    xg = torch.from_numpy(gray48)[None, None] / 127.5 - 1
+    with torch.no_grad():
+        want = 0.5 * torch.softmax(colour.eval()(x), 1) + 0.5 * torch.softmax(load_model(g)[0](xg), 1)
+        got = torch.softmax(ens(x), 1)
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=0)  # OpenCV rounds its gray to whole levels
+    onnx_path = export_onnx(ens, json.loads((tmp_path / "e.json").read_text()), tmp_path / "e.onnx")
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(np.exp(out) / np.exp(out).sum(1, keepdims=True), got.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="largest"):  # the smaller member first cannot read the larger
+        write_ensemble([g, tmp_path / "c.safetensors"], tmp_path / "x", weights=[1, 1])

@@ -6,7 +6,9 @@ weights chosen on the selection splits, never on a test set.
         # first member's training data (FER+ valid and ExpW valid: the mean of their accuracies)
     ferlab ensemble A B --weights 0.7,0.3 --out OUT   # weights given, nothing measured
 
-Members must share labels and input (size, colour, normalisation, framing); each keeps its own
+Members must share labels, normalisation and framing; the ensemble reads its first member's input
+(size, colour), and a member trained on a smaller or gray input gets the face resampled and made gray
+inside the ensemble (put the member with the largest colour input first). Each keeps its own
 calibration temperature. The result is a normal ferlab model file (PATH.safetensors + PATH.json)
 with its members, their digests and the weight search in its JSON.
 """
@@ -44,42 +46,78 @@ def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
         raise ValueError("an ensemble needs at least two models")
     members = [(*load_model(p), p) for p in paths]
     _, first, p0 = members[0]
+    f = first["preprocess"]
     for _, meta, p in members[1:]:
         if meta["labels"] != first["labels"]:
             raise ValueError(f"{p} and {p0} have different labels ({meta['labels']} against {first['labels']})")
-        a = {k: meta["preprocess"].get(k) for k in INPUT_KEYS}
-        b = {k: first["preprocess"].get(k) for k in INPUT_KEYS}
-        if a != b:
-            raise ValueError(f"{p} reads another input than {p0} ({a} against {b}): an ensemble's members share one")
+        m = meta["preprocess"]
+        same = {k: m.get(k) for k in INPUT_KEYS} == {k: f.get(k) for k in INPUT_KEYS}
+        readable = (m.get("framing", "fer2013") == f.get("framing", "fer2013")
+                    and _per_channel(m["mean"]) == _per_channel(f["mean"]) and _per_channel(m["std"]) == _per_channel(f["std"])
+                    and m["channels"] in (f["channels"], 1) and int(m["img_size"]) <= int(f["img_size"]))
+        if not same and not readable:
+            raise ValueError(f"{p} reads another input than {p0} ({ {k: m.get(k) for k in INPUT_KEYS} } against "
+                             f"{ {k: f.get(k) for k in INPUT_KEYS} }): members share normalisation and framing, and the "
+                             "first member's input must be the largest and in colour if any is")
     for _, meta, p in members:
         if meta["arch"] == "ensemble":
             raise ValueError(f"{p} is an ensemble itself: give its members instead")
     return members
 
 
+def _per_channel(v, n: int = 3) -> list[float]:
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * n
+
+
 def member_specs(members) -> list[dict]:
-    return [{"arch": meta["arch"], "kwargs": meta.get("model_kwargs", {}), "temperature": float(meta.get("temperature", 1.0))}
-            for _, meta, _ in members]
+    f = members[0][1]["preprocess"]
+    specs = []
+    for _, meta, _ in members:
+        spec = {"arch": meta["arch"], "kwargs": meta.get("model_kwargs", {}), "temperature": float(meta.get("temperature", 1.0))}
+        m = meta["preprocess"]
+        if (int(m["img_size"]), int(m["channels"])) != (int(f["img_size"]), int(f["channels"])):
+            spec["input"] = {"img_size": int(m["img_size"]), "channels": int(m["channels"])}
+        specs.append(spec)
+    return specs
+
+
+def input_kwargs(members) -> dict:
+    f = members[0][1]["preprocess"]
+    return {"img_size": int(f["img_size"]), "in_chans": int(f["channels"])}
 
 
 def build_ensemble(members, weights) -> ProbabilityEnsemble:
     """The ensemble module over loaded members, each member's trained weights copied in."""
-    ens = ProbabilityEnsemble(member_specs(members), list(weights), num_classes=len(members[0][1]["labels"]))
+    ens = ProbabilityEnsemble(member_specs(members), list(weights), num_classes=len(members[0][1]["labels"]),
+                              **input_kwargs(members))
     for slot, (model, _, _) in zip(ens.members, members):
         slot.load_state_dict(model.state_dict())
     return ens.eval()
 
 
+class _Member(torch.nn.Module):
+    """Member i of an ensemble on the ensemble's input (for scoring members alone)."""
+
+    def __init__(self, ens: ProbabilityEnsemble, i: int):
+        super().__init__()
+        self.ens, self.i = ens, i
+
+    def forward(self, x):
+        return self.ens.member_logits(self.i, x)
+
+
 def selection_probs(members, data_cfg: dict):
-    """(valid samples, [calibrated probabilities of each member]) on the selection (valid) split."""
+    """(valid samples, [calibrated probabilities of each member]) on the selection (valid) split, each
+    member reading the ensemble's input as it does inside the ensemble."""
     meta = members[0][1]
     pre = meta["preprocess"]
     valid = restrict_labels(selection_split(data_cfg), tuple(meta["labels"]))
     imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
     keep = np.flatnonzero(ok)
     valid, imgs = valid.subset(keep), imgs[keep]
-    probs = [predict_probs(m, imgs, pre, torch.device("cpu"), temperature=float(mt.get("temperature", 1.0)))
-             for m, mt, _ in members]
+    ens = build_ensemble(members, [1.0] * len(members))
+    probs = [predict_probs(_Member(ens, i).eval(), imgs, pre, torch.device("cpu"), temperature=float(mt.get("temperature", 1.0)))
+             for i, (_, mt, _) in enumerate(members)]
     return valid, probs
 
 
@@ -140,7 +178,8 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
     first = members[0][1]
     meta = {"summary": "ensemble of " + ", ".join(f"{p.stem} ({w:.2g})" for (_, _, p), w in zip(members, model.member_weights.tolist())),
             "arch": "ensemble", "labels": first["labels"],
-            "model_kwargs": {"members": member_specs(members), "weights": model.member_weights.tolist()},
+            "model_kwargs": {"members": member_specs(members), "weights": model.member_weights.tolist(),
+                             **input_kwargs(members)},
             "preprocess": first["preprocess"],
             "ensemble": {"members": [{"name": p.stem, "path": str(p), "sha256": _digest(p), "arch": mt["arch"],
                                       "temperature": float(mt.get("temperature", 1.0))} for _, mt, p in members],
