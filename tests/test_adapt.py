@@ -228,3 +228,26 @@ def test_the_recipe_moves_only_what_its_mode_names():
             assert moved - head - last  # the earlier layers move too
     with pytest.raises(ValueError, match="choose one of head, last, full"):
         Recipe(mode="everything")
+
+
+def test_an_ensemble_adapts_through_its_lead_member(photos, tmp_path):
+    """An ensemble base (here `fast` with weight 0.7 and `resnet18_ferplus`) is adapted through its
+    lead member: the output is that member alone, an ordinary model file; the held-out base score is
+    the whole ensemble's; Grad-CAM of the ensemble runs on the lead member's last stage."""
+    import torch
+
+    from ferlab import adapt
+    from ferlab.app.analyzer import resolve_model
+    from ferlab.engine.checkpoint import load_model
+    from ferlab.engine.ensemble import write_ensemble
+    write_ensemble([resolve_model("fast"), resolve_model("resnet18_ferplus")], tmp_path / "ens", weights=[0.7, 0.3])
+    said = []
+    r = adapt(str(tmp_path / "ens.safetensors"), photos, tmp_path / "out", steps=4, n_boot=50, progress=False,
+              log=said.append)
+    model, meta = load_model(r.path)
+    assert meta["arch"] == load_model(resolve_model("fast"))[1]["arch"] and meta["from_ensemble"]["member"] == 0
+    assert any("lead member" in s for s in said)
+    ens = load_model(tmp_path / "ens")[0]
+    assert ens.gradcam_layer() is ens.members[0].gradcam_layer()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 8)

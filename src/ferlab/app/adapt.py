@@ -18,6 +18,7 @@ names it does not know (`pain`, `confused`) get new outputs on the base's featur
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -171,6 +172,15 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
         raise CheckpointError(f"base {base!r} is not a ferlab model: {e}") from None
     if meta.get("arch") == "mobilefacenet_landmarks":
         raise CheckpointError(f"base {base!r} is a landmark network, not an emotion model")
+    whole_base = base_model  # what the user had: scored on the held-out part beside the adapted model
+    if meta.get("arch") == "ensemble":  # adapted through its lead member, which the output file holds
+        from ..engine.ensemble import lead_member_model
+        ens_pre = meta["preprocess"]
+        base_model, meta = lead_member_model(base_model, meta)
+        if (meta["preprocess"]["img_size"], meta["preprocess"]["channels"]) != (ens_pre["img_size"], ens_pre["channels"]):
+            whole_base = base_model
+        log(f"{base} is an ensemble: adapting its lead member ({meta['from_ensemble']['name']}, weight "
+            f"{meta['from_ensemble']['weight']:.2g}); the adapted model is that member alone")
     base_labels = list(meta["labels"])
 
     # labels: the user's names, matched to canonical names where they are synonyms
@@ -227,7 +237,7 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
 
     # the output labels and the head
     out_labels = user_labels if only_these_labels else base_labels + unknown
-    model = load_model(base_path)[0]
+    model = copy.deepcopy(base_model)
     if out_labels != base_labels:
         remap_head(model, base_labels, out_labels, seed)
     y = np.array([out_labels.index(user_labels[c]) for c in labels])
@@ -257,7 +267,7 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
         "recipe": {**recipe.as_dict(), "replay_data": None if replay is None else
                    {"source": str(replay), "dataset": replay_dataset, "faces": int(len(replay_u8))}},
         "training": {k: v for k, v in history.items() if k != "history"},
-        "held_out": {"base": _held_out_scores(probs_of(base_model), base_labels, labels[held], user_labels,
+        "held_out": {"base": _held_out_scores(probs_of(whole_base), base_labels, labels[held], user_labels,
                                               groups, n_boot),
                      "adapted": _held_out_scores(probs_of(model), out_labels, labels[held], user_labels,
                                                  groups, n_boot)},

@@ -187,3 +187,21 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
             **({"dtype": "int8 weights (per-channel scales)"} if int8 else {})}
     save_model(out, model, meta, int8=int8)
     return meta
+
+
+def lead_member_model(model: ProbabilityEnsemble, meta: dict) -> tuple[torch.nn.Module, dict]:
+    """(model, meta) of the ensemble's lead member (the most weight) as a model file of its own: its
+    architecture, input and temperature; provenance says which ensemble it came from."""
+    i = model.lead_member()
+    spec = meta["model_kwargs"]["members"][i]
+    pre = dict(meta["preprocess"])
+    if spec.get("input"):
+        pre.update(img_size=spec["input"]["img_size"], channels=spec["input"]["channels"])
+        if isinstance(pre.get("mean"), list):
+            pre["mean"] = pre["mean"][:1] * pre["channels"]
+    member = model.members[i]
+    mmeta = {"arch": spec["arch"], "labels": meta["labels"], "model_kwargs": spec.get("kwargs", {}), "preprocess": pre,
+             "temperature": float(spec.get("temperature", 1.0)),
+             "from_ensemble": {"member": i, "name": meta.get("ensemble", {}).get("members", [{}] * (i + 1))[i].get("name"),
+                               "weight": float(model.member_weights[i])}}
+    return member, mmeta

@@ -93,6 +93,22 @@ class ProbabilityEnsemble(nn.Module):
     def member_logits(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.members[i](self.member_input(i, x))
 
+    def lead_member(self) -> int:
+        """The member that carries the most weight (the first among equals)."""
+        return int(torch.argmax(self.member_weights))
+
+    def get_classifier(self) -> nn.Module:
+        """The lead member's output layer (what feature views of the ensemble read)."""
+        return self.members[self.lead_member()].get_classifier()
+
+    def gradcam_layer(self) -> nn.Module:
+        """Grad-CAM of the ensemble's answer on the lead member's last stage (the gradient flows
+        through the mean of the members' probabilities)."""
+        lead = self.members[self.lead_member()]
+        if not hasattr(lead, "gradcam_layer"):
+            raise ValueError(f"the ensemble's lead member ({type(lead).__name__}) names no last stage")
+        return lead.gradcam_layer()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = 0.0
         for i in range(len(self.members)):
