@@ -17,11 +17,12 @@ def files(tmp_path_factory):
     Image.fromarray(data.astronaut()).save(d / "astronaut.png")
     weights = Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights"
     meta = json.loads((weights / "default.json").read_text())
+    single = json.loads((weights / "resnet18_ferplus.json").read_text())  # one gray network
     # weights whose JSON describes another model
-    (d / "mismatch.safetensors").write_bytes((weights / "default.safetensors").read_bytes())
-    (d / "mismatch.json").write_text(json.dumps({**meta, "model_kwargs": {**meta["model_kwargs"], "in_chans": 3}}))
-    (d / "otherarch.safetensors").write_bytes((weights / "default.safetensors").read_bytes())
-    (d / "otherarch.json").write_text(json.dumps({**meta, "arch": "dan"}))
+    (d / "mismatch.safetensors").write_bytes((weights / "resnet18_ferplus.safetensors").read_bytes())
+    (d / "mismatch.json").write_text(json.dumps({**single, "model_kwargs": {**single["model_kwargs"], "in_chans": 3}}))
+    (d / "otherarch.safetensors").write_bytes((weights / "resnet18_ferplus.safetensors").read_bytes())
+    (d / "otherarch.json").write_text(json.dumps({**single, "arch": "dan"}))
     # a safetensors file whose header claims 2**40 bytes
     (d / "huge.safetensors").write_bytes((2 ** 40).to_bytes(8, "little") + b"{}")
     (d / "huge.json").write_text(json.dumps(meta))

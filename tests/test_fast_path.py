@@ -15,7 +15,8 @@ from ferlab.engine.checkpoint import save_model
 def test_onnx_backend_gives_the_pytorch_probabilities():
     a, b = FaceAnalyzer(backend="onnx"), FaceAnalyzer(backend="torch")
     assert (a.backend, b.backend) == ("onnx", "torch")
-    crops = np.random.RandomState(0).randint(0, 255, (5, 1, 48, 48)).astype(np.uint8)
+    size, ch = a.pre["img_size"], a.pre["channels"]
+    crops = np.random.RandomState(0).randint(0, 255, (5, ch, size, size)).astype(np.uint8)
     assert np.abs(a.predict_tensor(crops) - b.predict_tensor(crops)).max() < 1e-4
     fa, fb = a.analyze(data.astronaut()), b.analyze(data.astronaut())
     assert fa[0]["label"] == fb[0]["label"] == "happiness"

@@ -91,7 +91,7 @@ def test_batch_serves_good_items_and_reports_bad_ones(c, astronaut):
 def test_models_health_docs(c, fa):
     m = c.get("/v1/models").json()
     model = m["models"][0]
-    assert model["labels"] == fa.labels and model["input"]["img_size"] == 48
+    assert model["labels"] == fa.labels and model["input"]["img_size"] == fa.pre["img_size"]
     valid = model["accuracy"]["valid"]  # a multi-source model reports each source; FER+ valid above 80 %
     assert valid.get("per_source_accuracy", {}).get("ferplus", valid["accuracy"]) > 0.8
     assert "api_key" not in m["settings"] and m["settings"]["api_key_required"] is False

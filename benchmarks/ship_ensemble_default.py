@@ -1,0 +1,77 @@
+"""Ship the ensemble default: the colour model and the gray default before it, read as one.
+
+    python benchmarks/wise_ft.py resnet18_ferplus \
+        runs/resnet18_colour64_multisource_finetune/best runs/wise_ft/resnet18_colour64_multisource_wise \
+        --alphas 0,0.2,0.35,0.5,0.65,0.8,0.9,1 --tolerance 0.005
+    cp runs/wise_ft/resnet18_colour64_multisource_wise.* -> runs/ens/colour64_wise.*
+    ferlab calibrate runs/ens/colour64_wise
+    ferlab ensemble runs/ens/colour64_wise default --int8 --out runs/ens/ship   # weights searched on valid
+    ferlab calibrate runs/ens/ship --config configs/resnet18_colour64_multisource_finetune.yaml
+    .venv/bin/python benchmarks/ship_ensemble_default.py runs/ens/ship
+
+Copies the ensemble to src/ferlab/weights/default.{safetensors,json} with a summary and each
+member's provenance (the gray member is the default shipped before; its file is replaced by this one)
+and the shipped weights' accuracy on the selection splits (FER+ valid, ExpW valid), which
+`ferlab serve` reports.
+"""
+
+
+def selection_accuracy(path, data_cfg) -> dict:
+    model, meta = load_model(path)
+    pre = meta["preprocess"]
+    valid = restrict_labels(selection_split(data_cfg), tuple(meta["labels"]))
+    imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
+    keep = np.flatnonzero(ok)
+    valid, imgs = valid.subset(keep), imgs[keep]
+    right = predict_probs(model, imgs, pre, torch.device("cpu")).argmax(1) == valid.labels
+    src = valid.flags["source"]
+    per = {str(n): float(right[src == n].mean()) for n in dict.fromkeys(src.tolist())}
+    return {"n": int(len(valid)), "accuracy": float(right.mean()), "selection": float(np.mean(list(per.values()))),
+            "per_source_accuracy": per,
+            "of": "the shipped weights (int8) on the selection splits: FER+ valid (majority) and ExpW valid "
+                  "(faces the front end found)"}
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferlab.data.arrays import restrict_labels
+from ferlab.engine.calibration import selection_split
+from ferlab.engine.checkpoint import load_model
+from ferlab.engine.config import load_config
+from ferlab.engine.evaluate import predict_probs
+from ferlab.engine.inputs import model_input_images
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "src" / "ferlab" / "weights"
+
+
+def main(src):
+    src = Path(src)
+    meta = json.loads(src.with_suffix(".json").read_text())
+    if meta.get("arch") != "ensemble":
+        raise SystemExit(f"{src} is not an ensemble")
+    colour, gray = meta["ensemble"]["members"]
+    colour.update(name="colour64", path="runs/ens/colour64_wise (not shipped alone)", made_by=(
+        "ResNet-18 fine-tuned 4 epochs at 64x64 colour on FER+ + ExpW + SFEW Train from resnet18_ferplus "
+        "(ferlab train configs/resnet18_colour64_multisource_finetune.yaml), interpolated with resnet18_ferplus "
+        "at alpha 0.8 (benchmarks/results/wise_ft_resnet18_colour64_multisource_wise.json), calibrated"))
+    gray.update(name="gray48", path="the default shipped before (48x48 gray; its file is replaced by this ensemble)",
+                made_by=("ResNet-18 fine-tuned on FER+ + ExpW + SFEW Train at 48x48 gray from resnet18_ferplus "
+                         "(configs/resnet18_multisource_finetune.yaml), interpolated with it at alpha 0.8 "
+                         "(benchmarks/results/wise_ft_resnet18_multisource_wise.json), calibrated"))
+    meta["summary"] = ("two ResNet-18s trained on FER+, ExpW and SFEW (64x64 colour, weight 0.8; 48x48 gray, weight "
+                       "0.2), their calibrated probabilities averaged: the model every command runs")
+    meta["shipped_by"] = "python benchmarks/ship_ensemble_default.py " + str(src)
+    data_cfg = load_config(ROOT / "configs" / "resnet18_colour64_multisource_finetune.yaml")["data"]
+    meta["valid"] = selection_accuracy(src, data_cfg)
+    shutil.copyfile(src.with_suffix(".safetensors"), WEIGHTS / "default.safetensors")
+    (WEIGHTS / "default.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {WEIGHTS / 'default.safetensors'} ({(WEIGHTS / 'default.safetensors').stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
