@@ -121,7 +121,7 @@ def readme_rows(record: dict) -> list[str]:
     return acc + cal
 
 
-LEAD = (("shipped default (ResNet-18 on FER+, ExpW and SFEW, int8)", "default"),
+LEAD = (("shipped default (two ResNet-18s on FER+, ExpW and SFEW: 64 px colour and 48 px gray, int8)", "default"),
         ("`--model fast` (fastnet_l distilled from the FER+-only ResNet-18, int8)", "ferplus_fast"),
         ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"))
 
