@@ -719,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.set_defaults(fn=cmd_adapt)
     en = sub.add_parser("ensemble", help="several trained models read as one model file (the weighted mean of "
                                          "their calibrated probabilities), the weights chosen on the selection splits")
-    en.add_argument("models", nargs="+", help="two or more ferlab model files or shipped names, one input between them")
+    en.add_argument("models", nargs="+", help="two or more ferlab model files or shipped names; the first reads the largest input")
     en.add_argument("--out", required=True, help="the ensemble's path (OUT.safetensors and OUT.json are written)")
     en.add_argument("--weights", default=None, help="comma-separated weights, one per model (default: chosen on the "
                                                    "valid split of the first model's training data)")
