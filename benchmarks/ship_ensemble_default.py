@@ -3,7 +3,8 @@
     python benchmarks/wise_ft.py resnet18_ferplus \
         runs/resnet18_colour64_multisource_finetune/best runs/wise_ft/resnet18_colour64_multisource_wise \
         --alphas 0,0.2,0.35,0.5,0.65,0.8,0.9,1 --tolerance 0.005
-    cp runs/wise_ft/resnet18_colour64_multisource_wise.* -> runs/ens/colour64_wise.*
+    mkdir -p runs/ens && for e in safetensors json; do
+        cp runs/wise_ft/resnet18_colour64_multisource_wise.$e runs/ens/colour64_wise.$e; done
     ferlab calibrate runs/ens/colour64_wise
     ferlab ensemble runs/ens/colour64_wise default --int8 --out runs/ens/ship   # weights searched on valid
     ferlab calibrate runs/ens/ship --config configs/resnet18_colour64_multisource_finetune.yaml
@@ -14,22 +15,6 @@ member's provenance (the gray member is the default shipped before; its file is 
 and the shipped weights' accuracy on the selection splits (FER+ valid, ExpW valid), which
 `ferlab serve` reports.
 """
-
-
-def selection_accuracy(path, data_cfg) -> dict:
-    model, meta = load_model(path)
-    pre = meta["preprocess"]
-    valid = restrict_labels(selection_split(data_cfg), tuple(meta["labels"]))
-    imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
-    keep = np.flatnonzero(ok)
-    valid, imgs = valid.subset(keep), imgs[keep]
-    right = predict_probs(model, imgs, pre, torch.device("cpu")).argmax(1) == valid.labels
-    src = valid.flags["source"]
-    per = {str(n): float(right[src == n].mean()) for n in dict.fromkeys(src.tolist())}
-    return {"n": int(len(valid)), "accuracy": float(right.mean()), "selection": float(np.mean(list(per.values()))),
-            "per_source_accuracy": per,
-            "of": "the shipped weights (int8) on the selection splits: FER+ valid (majority) and ExpW valid "
-                  "(faces the front end found)"}
 import json
 import shutil
 import sys
@@ -38,16 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferlab.data.arrays import restrict_labels
-from ferlab.engine.calibration import selection_split
 from ferlab.engine.checkpoint import load_model
 from ferlab.engine.config import load_config
+from ferlab.engine.ensemble import selection_faces, selection_score
 from ferlab.engine.evaluate import predict_probs
-from ferlab.engine.inputs import model_input_images
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "ferlab" / "weights"
 
+
+def selection_accuracy(path, data_cfg) -> dict:
+    model, meta = load_model(path)
+    valid, imgs = selection_faces(meta, data_cfg)
+    probs = predict_probs(model, imgs, meta["preprocess"], torch.device("cpu"))
+    s = selection_score(probs, valid.labels, valid.flags["source"])
+    return {"n": int(len(valid)), "accuracy": float(np.mean(probs.argmax(1) == valid.labels)), "selection": s["score"],
+            "per_source_accuracy": s["per_source"],
+            "of": "the shipped weights (int8) on the selection splits: FER+ valid (majority) and ExpW valid "
+                  "(faces the front end found)"}
 
 def main(src):
     src = Path(src)

@@ -21,11 +21,9 @@ import numpy as np
 import torch
 
 from ferlab.app.analyzer import resolve_model
-from ferlab.data.arrays import restrict_labels
-from ferlab.engine.calibration import selection_split
 from ferlab.engine.checkpoint import save_model
+from ferlab.engine.ensemble import selection_faces
 from ferlab.engine.evaluate import predict_logits
-from ferlab.engine.inputs import model_input_images
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 from ferlab.engine.weight_average import interpolate_models
 
@@ -44,11 +42,8 @@ def main():
     base, tuned = resolve_model(a.base), resolve_model(a.tuned)
     alphas = [float(x) for x in a.alphas.split(",")]
     model, meta = interpolate_models(base, tuned, 1.0)
-    valid = restrict_labels(selection_split(meta["config"]["data"]), tuple(meta["labels"]))
+    valid, imgs = selection_faces(meta, meta["config"]["data"])
     pre = meta["preprocess"]
-    imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
-    keep = np.flatnonzero(ok)
-    valid, imgs = valid.subset(keep), imgs[keep]
     src = valid.flags["source"]
     select_on = meta["config"]["train"].get("select_on") or sorted(set(src.tolist()))
     scan = []

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .colour import GREY_FROM_RGB
+
 DEFAULT_AUGMENT = {"flip": True, "rotate": 10.0, "scale": (0.9, 1.1), "aspect": 1.0, "translate": 0.08,
                    "brightness": 0.2, "contrast": 0.2, "autocontrast": 0.0, "erasing": 0.25, "grey": 0.0}
 
@@ -96,7 +98,7 @@ def augment_batch(x: torch.Tensor, cfg: dict | None, g: torch.Generator, points:
         x = torch.where(apply, stretched, x)
     p_grey = cfg.get("grey") or 0.0
     if p_grey and x.shape[1] == 3:  # a colour model must read gray photos too: luminance in all three channels
-        lum = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        lum = (x * x.new_tensor(GREY_FROM_RGB).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
         apply = (torch.rand(n, generator=g) < p_grey).to(dev).view(n, 1, 1, 1)
         x = torch.where(apply, lum, x)
     p = cfg.get("erasing") or 0.0

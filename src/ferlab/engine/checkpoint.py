@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save
 
+from ..data.colour import GREY_FROM_RGB
 from ..data.cache import atomic_write_bytes
 
 
@@ -99,11 +100,6 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
         raise CheckpointError(f"{wpath}: the weights do not match the model {jpath.name} describes "
                               f"({detail or e})") from None
     return model.to(device).eval(), meta
-
-
-# OpenCV's RGB -> gray weights: a gray model's first convolution spread over R, G and B with them
-# reads a colour face exactly as the gray model reads that face made gray
-GREY_FROM_RGB = (0.299, 0.587, 0.114)
 
 
 def grey_weights_for_colour(src: dict, target: dict) -> dict:

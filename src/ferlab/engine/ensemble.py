@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.colour import same_normalisation
 from ..data.arrays import restrict_labels
 from ..models.ensemble import ProbabilityEnsemble
 from .calibration import selection_split
@@ -52,9 +53,8 @@ def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
             raise ValueError(f"{p} and {p0} have different labels ({meta['labels']} against {first['labels']})")
         m = meta["preprocess"]
         same = {k: m.get(k) for k in INPUT_KEYS} == {k: f.get(k) for k in INPUT_KEYS}
-        readable = (m.get("framing", "fer2013") == f.get("framing", "fer2013")
-                    and _per_channel(m["mean"]) == _per_channel(f["mean"]) and _per_channel(m["std"]) == _per_channel(f["std"])
-                    and m["channels"] in (f["channels"], 1) and int(m["img_size"]) <= int(f["img_size"]))
+        readable = (same_normalisation(m, f) and m["channels"] in (f["channels"], 1)
+                    and int(m["img_size"]) <= int(f["img_size"]))
         if not same and not readable:
             raise ValueError(f"{p} reads another input than {p0} ({ {k: m.get(k) for k in INPUT_KEYS} } against "
                              f"{ {k: f.get(k) for k in INPUT_KEYS} }): members share normalisation and framing, and the "
@@ -63,10 +63,6 @@ def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
         if meta["arch"] == "ensemble":
             raise ValueError(f"{p} is an ensemble itself: give its members instead")
     return members
-
-
-def _per_channel(v, n: int = 3) -> list[float]:
-    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * n
 
 
 def member_specs(members) -> list[dict]:
@@ -106,15 +102,21 @@ class _Member(torch.nn.Module):
         return self.ens.member_logits(self.i, x)
 
 
-def selection_probs(members, data_cfg: dict):
-    """(valid samples, [calibrated probabilities of each member]) on the selection (valid) split, each
-    member reading the ensemble's input as it does inside the ensemble."""
-    meta = members[0][1]
+def selection_faces(meta: dict, data_cfg: dict):
+    """(valid samples, their faces at the model's input) of the selection split of `data_cfg`, the
+    model's labels only, faces that could not be read or found left out."""
     pre = meta["preprocess"]
     valid = restrict_labels(selection_split(data_cfg), tuple(meta["labels"]))
     imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
     keep = np.flatnonzero(ok)
-    valid, imgs = valid.subset(keep), imgs[keep]
+    return valid.subset(keep), imgs[keep]
+
+
+def selection_probs(members, data_cfg: dict):
+    """(valid samples, [calibrated probabilities of each member]) on the selection (valid) split, each
+    member reading the ensemble's input as it does inside the ensemble."""
+    pre = members[0][1]["preprocess"]
+    valid, imgs = selection_faces(members[0][1], data_cfg)
     ens = build_ensemble(members, [1.0] * len(members))
     probs = [predict_probs(_Member(ens, i).eval(), imgs, pre, torch.device("cpu"), temperature=float(mt.get("temperature", 1.0)))
              for i, (_, mt, _) in enumerate(members)]
@@ -200,8 +202,9 @@ def lead_member_model(model: ProbabilityEnsemble, meta: dict) -> tuple[torch.nn.
         if isinstance(pre.get("mean"), list):
             pre["mean"] = pre["mean"][:1] * pre["channels"]
     member = model.members[i]
+    names = [m.get("name") for m in meta.get("ensemble", {}).get("members", [])]
     mmeta = {"arch": spec["arch"], "labels": meta["labels"], "model_kwargs": spec.get("kwargs", {}), "preprocess": pre,
              "temperature": float(spec.get("temperature", 1.0)),
-             "from_ensemble": {"member": i, "name": meta.get("ensemble", {}).get("members", [{}] * (i + 1))[i].get("name"),
+             "from_ensemble": {"member": i, "name": names[i] if i < len(names) else f"member {i}",
                                "weight": float(model.member_weights[i])}}
     return member, mmeta

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.colour import same_normalisation
 from .checkpoint import grey_weights_for_colour, load_model, save_model
 
 
@@ -33,18 +34,10 @@ def interpolate_state(base: dict, tuned: dict, alpha: float) -> dict:
     return out
 
 
-def _channel_values(v, n: int) -> list[float]:
-    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * n
-
-
 def _gray_base_of_colour(bpre, tpre) -> bool:
-    """Whether a gray base (`bpre`) can be read as a colour model of the tuned input (`tpre`): one
-    channel against three, the same normalisation on every channel and the same framing."""
-    if not bpre or not tpre or bpre.get("channels") != 1 or tpre.get("channels") != 3:
-        return False
-    return (_channel_values(bpre["mean"], 3) == _channel_values(tpre["mean"], 3)
-            and _channel_values(bpre["std"], 3) == _channel_values(tpre["std"], 3)
-            and bpre.get("framing", "fer2013") == tpre.get("framing", "fer2013"))
+    """Whether a gray base (`bpre`) can be read as a colour model of the tuned input (`tpre`)."""
+    return bool(bpre and tpre and bpre.get("channels") == 1 and tpre.get("channels") == 3
+                and same_normalisation(bpre, tpre))
 
 
 def interpolate_models(base_path, tuned_path, alpha: float):

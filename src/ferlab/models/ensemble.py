@@ -17,13 +17,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# OpenCV's RGB -> gray weights (as ferlab.engine.checkpoint.GREY_FROM_RGB; models do not import engine)
-GREY_FROM_RGB = (0.299, 0.587, 0.114)
+from ..data.colour import GREY_FROM_RGB
 
 
 def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_out, n_in) matrix averaging a line of n_in pixels down to n_out: row i weighs each input
-    pixel by its overlap with output pixel i's span [i n_in/n_out, (i+1) n_in/n_out)."""
+    pixel by its overlap with output pixel i's span [i n_in/n_out, (i+1) n_in/n_out), as
+    cv2.INTER_AREA does. (F.interpolate's "area" mode is adaptive average pooling: whole-pixel windows,
+    not fractional overlaps, so 64 -> 48 differs from OpenCV, and it does not export to ONNX at
+    sizes that do not divide.)"""
     if n_out > n_in:
         raise ValueError(f"a member's input ({n_out} px) is larger than the ensemble's ({n_in} px): put the member "
                          "with the largest input first")
