@@ -11,7 +11,6 @@ import torch
 
 from ferlab.app.analyzer import resolve_model
 from ferlab.engine.checkpoint import load_model
-from ferlab.engine.ensemble import lead_member_model
 from ferlab.engine.profiling import count_flops, git_commit, latency_ms, machine_info, now_utc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +36,6 @@ def main():
         spec = meta["model_kwargs"]["members"][i]
         pre = {**meta["preprocess"], **spec.get("input", {})}
         rows[f"default member {m['name']}"] = row(ens.members[i], pre)
-    assert lead_member_model(ens, meta)[1]["from_ensemble"]["member"] == 0
     for name in ("fast", "resnet18_ferplus"):
         model, m = load_model(resolve_model(name))
         rows[name] = row(model, m["preprocess"])
