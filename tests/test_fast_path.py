@@ -9,7 +9,7 @@ import torch
 from skimage import data
 
 from ferlab.app.analyzer import FaceAnalyzer
-from ferlab.engine.checkpoint import save_model
+from ferlab.engine.checkpoint import load_model, save_model
 
 
 def test_onnx_backend_gives_the_pytorch_probabilities():
@@ -112,6 +112,45 @@ def test_distillation_trains_on_the_teachers_logits_cached_once(class_folder_dat
     distill({**cfg, "train": {**cfg["train"], "out_dir": str(tmp_path / "run2")},
              "distill": {**cfg["distill"], "cache_file": str(tmp_path / "run" / "teacher_logits.pt")}}, log=log2.append)
     assert not any("teacher logits cached" in m for m in log2)
+
+
+def test_a_teacher_of_another_input_reads_the_same_faces_at_its_own(class_folder_dataset, tmp_path):
+    """A colour 40 px teacher teaches a gray 32 px student: its cached logits are its own on the same
+    train faces (same order) at its input; the student can start from a trained model (init_from)."""
+    from ferlab.engine.config import load_config
+    from ferlab.engine.distill import distill, teacher_logits
+    from ferlab.engine.train import load_split_arrays
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    torch.manual_seed(1)
+    teacher = create_model("fastnet_s", num_classes=3, in_chans=3).eval()
+    tmeta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 3},
+             "preprocess": {"img_size": 40, "channels": 3, "mean": [0.5, 0.5, 0.5], "std": 0.5}}
+    save_model(tmp_path / "teacher", teacher, tmeta)
+    start = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
+    save_model(tmp_path / "start", start, {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
+                                           "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}})
+    over = ["data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
+            "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=sgd", "optim.lr=0",
+            "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=1", "train.batch_size=8",
+            "train.threads=1", "train.progress=false", f"train.out_dir={tmp_path / 'run'}", "augment.erasing=0",
+            f"train.init_from={tmp_path / 'start.safetensors'}", f"distill.teacher={tmp_path / 'teacher.safetensors'}"]
+    cfg = load_config(None, over)
+    log = []
+    distill(cfg, log=log.append)
+    assert any("teacher's input" in m for m in log) and any("initialised from" in m for m in log)
+    cache = torch.load(tmp_path / "run" / "teacher_logits.pt", weights_only=True)
+    splits, arrays = load_split_arrays({**cfg["data"], "img_size": 40, "channels": 3})
+    assert arrays["train"].shape[1:] == (3, 40, 40)
+    student_splits, _ = load_split_arrays(cfg["data"])
+    assert [str(p) for p in splits["train"].paths] == [str(p) for p in student_splits["train"].paths]
+    own = teacher_logits(teacher, tmeta, tmp_path / "teacher.safetensors", arrays["train"])
+    assert torch.allclose(cache["train"], own, atol=1e-4)
+    # a learning rate of 0: the student is still the model it started from
+    out, _ = load_model(tmp_path / "run" / "best.safetensors")
+    for k, v in start.state_dict().items():
+        if v.is_floating_point() and "running" not in k:
+            assert torch.allclose(out.state_dict()[k], v, atol=1e-5), k
 
 
 def test_teacher_targets_follow_the_view_or_average_both():

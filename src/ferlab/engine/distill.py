@@ -8,6 +8,10 @@ teacher's logits of the un-augmented face standing for those of the augmented on
 `losses.distillation.DistillationLoss`. Epochs are chosen on FER+ valid; test is evaluated once,
 through the best epoch's checkpoint, as `ferlab evaluate` would.
 
+A teacher with another input (e.g. a 64x64 colour default teaching a 48x48 gray student) reads the
+same train faces at its own size and colour; `train.init_from` starts the student from a trained model
+of its architecture.
+
 Config: a normal training config plus
 
     distill: {teacher: default, temperature: 4.0, alpha: 0.9, cache_file: runs/distill/teacher_logits.pt,
@@ -39,6 +43,7 @@ from .train import (
     end_epoch,
     epoch_record,
     finish_run,
+    init_from_checkpoint,
     load_split_arrays,
     model_meta,
     pick_device,
@@ -98,9 +103,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     if needs_landmarks(teacher):
         raise ValueError(f"distill.teacher {teacher_path}: teachers that need landmarks are not supported")
     tp = tmeta["preprocess"]
-    if (tp["img_size"], tp["channels"]) != (int(dcfg["img_size"]), int(dcfg["channels"])):
-        raise ValueError(f"distill.teacher takes {tp['img_size']}x{tp['img_size']}x{tp['channels']} faces; set "
-                         f"data.img_size={tp['img_size']} data.channels={tp['channels']}")
+    own_input = (tp["img_size"], tp["channels"]) == (int(dcfg["img_size"]), int(dcfg["channels"]))
     device = pick_device()
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
@@ -113,7 +116,11 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         raise ValueError(f"distill.teacher {teacher_path} predicts {tmeta['labels']}, the data has {list(label_set)}")
     tr = splits["train"]
     model = create_model(cfg["model"]["name"], num_classes=len(label_set), in_chans=int(dcfg["channels"]),
-                         **cfg["model"].get("kwargs", {})).to(device)
+                         **cfg["model"].get("kwargs", {}))
+    if tcfg.get("init_from"):  # a student that starts from a trained model of its architecture
+        init_from_checkpoint(model, tcfg["init_from"], cfg["model"]["name"], label_set)
+        log(f"weights initialised from {tcfg['init_from']}")
+    model = model.to(device)
 
     cache_file = Path(dist_cfg.get("cache_file") or out / "teacher_logits.pt")
     key = file_fingerprint(teacher_path, [p.name for p in tr.paths] + [tp["img_size"], tp["channels"]])
@@ -125,8 +132,10 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             cache = None
     if cache is None:
         t0 = time.time()
-        cache = {"key": key, "train": teacher_logits(teacher, tmeta, teacher_path, arrays["train"], log=log),
-                 "train_flip": teacher_logits(teacher, tmeta, teacher_path, arrays["train"], flip=True, log=log)}
+        faces = arrays["train"] if own_input else teacher_train_faces(dcfg, tp, tr, seed, log)
+        cache = {"key": key, "train": teacher_logits(teacher, tmeta, teacher_path, faces, log=log),
+                 "train_flip": teacher_logits(teacher, tmeta, teacher_path, faces, flip=True, log=log)}
+        del faces
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         torch.save(cache, tmp)
@@ -190,6 +199,23 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         best = end_epoch(out, model, meta, vm, history, best, epochs, log,
                          {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
     return finish_run(out, best, history, splits, arrays, tcfg, device, log)
+
+
+def teacher_train_faces(dcfg: dict, tp: dict, tr, seed: int, log=print) -> np.ndarray:
+    """The student's train faces at the teacher's input (its size and colour; photos through the
+    face front end at that size), in the student's order. A face the student has and the teacher's
+    input lacks is an error, never a silent mismatch of logits and faces."""
+    log(f"teacher reads {tp['img_size']}x{tp['img_size']}x{tp['channels']} faces, the student "
+        f"{dcfg['img_size']}x{dcfg['img_size']}x{dcfg['channels']}: loading the train faces at the teacher's input")
+    tdcfg = {**dcfg, "img_size": int(tp["img_size"]), "channels": int(tp["channels"]),
+             "framing": tp.get("framing", dcfg.get("framing", "fer2013"))}
+    tsplits, tarrays = load_split_arrays(tdcfg, seed)
+    where = {str(p): i for i, p in enumerate(tsplits["train"].paths)}
+    missing = [str(p) for p in tr.paths if str(p) not in where]
+    if missing:
+        raise ValueError(f"distill.teacher: {len(missing)} train faces of the student are missing at the teacher's "
+                         f"input (e.g. {missing[0]})")
+    return tarrays["train"][np.array([where[str(p)] for p in tr.paths], dtype=np.int64)]
 
 
 def resolve_teacher(spec) -> Path:
