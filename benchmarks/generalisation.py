@@ -122,7 +122,9 @@ def readme_rows(record: dict) -> list[str]:
 
 
 LEAD = (("shipped default (two ResNet-18s on FER+, ExpW and SFEW: 64 px colour and 48 px gray, int8)", "default"),
-        ("`--model fast` (fastnet_l distilled from the FER+-only ResNet-18, int8)", "ferplus_fast"),
+        ("`--model fast` (fastnet_l, 48 px gray, distilled from the default on FER+, ExpW and SFEW, int8)", "shipped_fast"),
+        ("`--model fast_ferplus` (fastnet_l distilled from the FER+-only ResNet-18, the fast model before, int8)",
+         "ferplus_fast"),
         ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"))
 
 

@@ -20,27 +20,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ferlab.engine.checkpoint import load_model
 from ferlab.engine.config import load_config
-from ferlab.engine.ensemble import selection_faces, selection_score
-from ferlab.engine.evaluate import predict_probs
+from ferlab.engine.ensemble import selection_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "ferlab" / "weights"
 
-
-def selection_accuracy(path, data_cfg) -> dict:
-    model, meta = load_model(path)
-    valid, imgs = selection_faces(meta, data_cfg)
-    probs = predict_probs(model, imgs, meta["preprocess"], torch.device("cpu"))
-    s = selection_score(probs, valid.labels, valid.flags["source"])
-    return {"n": int(len(valid)), "accuracy": float(np.mean(probs.argmax(1) == valid.labels)), "selection": s["score"],
-            "per_source_accuracy": s["per_source"],
-            "of": "the shipped weights (int8) on the selection splits: FER+ valid (majority) and ExpW valid "
-                  "(faces the front end found)"}
 
 def main(src):
     src = Path(src)

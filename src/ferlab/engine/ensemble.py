@@ -132,6 +132,19 @@ def selection_score(probs: np.ndarray, labels: np.ndarray, sources: np.ndarray |
     return {"per_source": per, "score": float(np.mean(list(per.values())))}
 
 
+def selection_accuracy(path, data_cfg: dict) -> dict:
+    """A saved model's accuracy and selection score on the selection splits of `data_cfg` (FER+ valid
+    by majority, ExpW valid through the front end): what a shipped model's JSON records as `valid`."""
+    model, meta = load_model(path)
+    valid, imgs = selection_faces(meta, data_cfg)
+    probs = predict_probs(model, imgs, meta["preprocess"], torch.device("cpu"))
+    s = selection_score(probs, valid.labels, valid.flags["source"])
+    return {"n": int(len(valid)), "accuracy": float(np.mean(probs.argmax(1) == valid.labels)), "selection": s["score"],
+            "per_source_accuracy": s["per_source"],
+            "of": "the shipped weights (int8) on the selection splits: FER+ valid (majority) and ExpW valid "
+                  "(faces the front end found)"}
+
+
 def simplex_grid(n: int, step: float) -> list[tuple[float, ...]]:
     """Every weight vector of n non-negative multiples of `step` summing to 1, the first member's
     largest weights first (so that ties go to the first member)."""
