@@ -1,5 +1,7 @@
 """BlazeFace in ferlab: anchors, decoding, weighted NMS and tiles written here, the .tflite networks
 that ship inside ferlab run on ai-edge-litert."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -206,3 +208,66 @@ def test_the_networks_ship_inside_ferlab_and_a_missing_one_is_never_silent(tmp_p
         warnings.simplefilter("always")
         det = FaceDetector("auto")
     assert det.name == "dlib-hog" and any("dlib's HOG detector instead" in str(w.message) for w in caught)
+
+
+def _passes_and_faces(detector, rgb, **kw):
+    calls = []
+    run = detector._run
+
+    def counted(*a, **k):
+        calls.append(1)
+        return run(*a, **k)
+    detector._run = counted
+    try:
+        faces = detector(rgb, **kw)
+        return len(calls), faces
+    finally:
+        detector._run = run
+
+
+def _same_faces(a, b, iou=0.8):
+    def overlap(p, q):
+        ix = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+        iy = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+        inter = ix * iy
+        return inter / ((p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter)
+    return len(a) == len(b) and all(max(overlap(x.box, y.box) for y in b) >= iou for x in a)
+
+
+def test_the_padded_views_are_skipped_beside_a_large_face_and_find_the_same_faces(astronaut, detector):
+    """A portrait (the face half the frame): the unpadded view finds it, so the three padded views
+    are skipped (5 passes, not 8) and the faces are those of every view; a crop that is all face
+    keeps its face too."""
+    d = detector(astronaut)[0]
+    x0, y0, x1, y1 = (int(v) for v in d.box)
+    cx, cy, side = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0)
+    portrait = cv2.resize(astronaut[max(0, cy - side):cy + side, max(0, cx - side):cx + side], (256, 256),
+                          interpolation=cv2.INTER_AREA)
+    n_all = len(detector.windows(256, 256))
+    n_skip, fast = _passes_and_faces(detector, portrait)
+    n_full, full = _passes_and_faces(detector, portrait, skip_padded=False)
+    assert n_full >= n_all and n_skip == n_full - (len(detector.WHOLE_FRAME_PADS) - 1)
+    assert len(fast) == 1 and _same_faces(fast, full)
+    crop = cv2.resize(astronaut[y0:y1, x0:x1], (96, 96), interpolation=cv2.INTER_AREA)  # all face
+    n_skip, fast = _passes_and_faces(detector, crop)
+    n_full, full = _passes_and_faces(detector, crop, skip_padded=False)
+    assert fast and n_skip <= n_full and _same_faces(fast, full)
+
+
+TW = Path(__file__).resolve().parents[2] / "shared" / "data" / "twperformers"
+
+
+@pytest.mark.skipif(not (TW / "index.csv").is_file(), reason=f"twperformers not found at {TW}; CI has it")
+def test_the_skipping_schedule_finds_the_exhaustive_faces_on_real_photos(detector):
+    """80 twperformers portraits (every 15th photo): the same faces, boxes within IoU 0.8, as with
+    every view, and fewer passes in all."""
+    import csv
+    rows = list(csv.DictReader(open(TW / "index.csv")))[::15]
+    saved = 0
+    for r in rows:
+        rgb = cv2.cvtColor(cv2.imread(str(TW / r["path"])), cv2.COLOR_BGR2RGB)
+        n_skip, fast = _passes_and_faces(detector, rgb)
+        n_full, full = _passes_and_faces(detector, rgb, skip_padded=False)
+        assert _same_faces(fast, full) and _same_faces(full, fast), r["path"]
+        saved += n_full - n_skip
+    assert saved >= 2 * len(rows)
