@@ -185,6 +185,11 @@ def test_fast_path_rows_are_published_as_recorded():
         assert row in README, f"fast path row not in the README: {row}"
     fast = rec["models"]["fast"]
     assert f"{fast['ferplus']['test']['accuracy']:.2%}" in README and f"{fast['twperformers']['accuracy']:.1%}" in README
+    e2e = {k: m["end_to_end_ms_per_photo"]["twperformers"] for k, m in
+           (("fast", fast), ("default", rec["models"]["default (ONNX Runtime)"]), ("fer", rec["fer"]))}
+    brief = (f"{e2e['fast']:.1f} ms with `--model fast`, {e2e['default']:.1f} ms with the default, "
+             f"{e2e['fer']:.1f} ms with `fer`")  # the README's own speed sentence
+    assert brief in " ".join((ROOT / "README.md").read_text().split()), brief
 
 
 def test_prior_shift_bounds_are_published_as_recorded():
