@@ -270,7 +270,8 @@ class BlazeFaceDetector:
     # the whole frame is seen as it is and with replicated borders of these shares of its side, so
     # that a face filling the frame (a face crop, a selfie) also appears at the scale the network
     # wants (FER+ test crops found with these four: benchmarks/results/detection.json)
-    WHOLE_FRAME_PADS = (0.5, 0.35, 0.2, 0.0)
+    # The plain view comes first: what it finds decides whether the bordered ones run (__call__).
+    WHOLE_FRAME_PADS = (0.0, 0.5, 0.35, 0.2)
 
     def windows(self, h: int, w: int) -> list[tuple[int, int, int, float, float]]:
         """(x0, y0, side, pad, largest face side kept) of every pass over a frame: the whole frame
@@ -304,8 +305,6 @@ class BlazeFaceDetector:
         smallest = min(self.min_face * 0.6, max(h, w) * 0.25)  # small frames: faces of a quarter of the frame
         windows = self.windows(h, w)
         tiled = len(windows) > len(self.WHOLE_FRAME_PADS)
-        # the unpadded whole-frame view first: what it finds decides whether the padded ones run
-        windows.sort(key=lambda v: v[2] < max(h, w) or v[3] > 0)
         skip = False
         for x0, y0, side, pad, largest in windows:
             whole = side >= max(h, w)
