@@ -10,16 +10,17 @@
     ferlab calibrate runs/ens/ship --config configs/resnet18_colour64_multisource_finetune.yaml
     .venv/bin/python benchmarks/ship_ensemble_default.py runs/ens/ship
 
-Copies the ensemble to src/ferlab/weights/default.{safetensors,json} with a summary and each
+Copies the ensemble to src/ferlab/weights/default.{safetensors,json} (the first member; the second in
+default.member1.safetensors) with a summary and each
 member's provenance (the gray member is the default shipped before; its file is replaced by this one)
 and the shipped weights' accuracy on the selection splits (FER+ valid, ExpW valid), which
 `ferlab serve` reports.
 """
 import json
-import shutil
 import sys
 from pathlib import Path
 
+from ferlab.engine.checkpoint import read_safetensors, weight_files, write_weights
 from ferlab.engine.config import load_config
 from ferlab.engine.ensemble import selection_accuracy
 
@@ -46,9 +47,13 @@ def main(src):
     meta["shipped_by"] = "python benchmarks/ship_ensemble_default.py " + str(src)
     data_cfg = load_config(ROOT / "configs" / "resnet18_colour64_multisource_finetune.yaml")["data"]
     meta["valid"] = selection_accuracy(src, data_cfg)
-    shutil.copyfile(src.with_suffix(".safetensors"), WEIGHTS / "default.safetensors")
-    (WEIGHTS / "default.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {WEIGHTS / 'default.safetensors'} ({(WEIGHTS / 'default.safetensors').stat().st_size / 1e6:.1f} MB)")
+    # the tensors as they are (already int8), each member in a file of its own
+    tensors = {}
+    for f in weight_files(src):
+        tensors.update(read_safetensors(f))
+    members = len(meta["model_kwargs"]["members"])
+    write_weights(WEIGHTS / "default", tensors, meta, {f"member{i}": f"members.{i}." for i in range(1, members)})
+    print(f"wrote {', '.join(f'{f.name} ({f.stat().st_size / 1e6:.1f} MB)' for f in weight_files(WEIGHTS / 'default'))}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,38 @@ def test_the_ensemble_is_the_weighted_mean_of_its_members_calibrated_probabiliti
     assert torch.allclose(q.member_weights, torch.tensor([0.75, 0.25]))
 
 
+def test_an_ensemble_keeps_each_further_member_in_a_file_of_its_own(tmp_path):
+    """The first member in MODEL.safetensors, the second in MODEL.member1.safetensors (listed in the
+    description); it loads as one model, its fingerprint covers both files (an ONNX cache made from
+    it is never stale), and a missing or badly named part is one clear error."""
+    from ferlab.engine.checkpoint import CheckpointError, file_fingerprint, weight_files, weights_sha256
+    a, b = _tiny(tmp_path, "a", 0), _tiny(tmp_path, "b", 1, arch="fastnet_m")
+    write_ensemble([a, b], tmp_path / "e", weights=[1, 1], int8=True)
+    files = weight_files(tmp_path / "e")
+    assert [f.name for f in files] == ["e.safetensors", "e.member1.safetensors"]
+    assert json.loads((tmp_path / "e.json").read_text())["weight_shards"] == ["e.member1.safetensors"]
+    from safetensors.torch import load_file
+    assert all(k.startswith("members.1.") for k in load_file(str(files[1])))
+    assert not any(k.startswith("members.1.") for k in load_file(str(files[0])))
+    ens, _ = load_model(tmp_path / "e")
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        want = 0.5 * torch.softmax(load_model(a)[0](x), 1) + 0.5 * torch.softmax(load_model(b)[0](x), 1)
+    torch.testing.assert_close(torch.softmax(ens(x), 1), want, atol=0.05, rtol=0)  # int8 storage
+    before, digest = file_fingerprint(tmp_path / "e.safetensors"), weights_sha256(tmp_path / "e")
+    raw = bytearray(files[1].read_bytes())
+    raw[-1] ^= 1
+    files[1].write_bytes(bytes(raw))
+    assert file_fingerprint(tmp_path / "e.safetensors") != before and weights_sha256(tmp_path / "e") != digest
+    files[1].unlink()
+    with pytest.raises(CheckpointError, match="e.member1.safetensors: no such weights file"):
+        load_model(tmp_path / "e")
+    meta = json.loads((tmp_path / "e.json").read_text())
+    (tmp_path / "e.json").write_text(json.dumps({**meta, "weight_shards": ["../elsewhere.safetensors"]}))
+    with pytest.raises(CheckpointError, match="weight_shards"):
+        load_model(tmp_path / "e")
+
+
 def test_members_must_read_one_input_and_weights_must_fit(tmp_path):
     a = _tiny(tmp_path, "a", 0)
     big = _tiny(tmp_path, "big", 1, size=64)

@@ -253,8 +253,9 @@ def shipped_model_notes() -> list[tuple[str, str]]:
         if meta.get("arch") in (None, "mobilefacenet_landmarks"):
             continue
         name = f.name[:-len(".json")]
-        weights = f.parent / f"{name}.safetensors"
-        size = f" {weights.stat().st_size / 1e6:.1f} MB" if weights.is_file() else ""
+        files = [f"{name}.safetensors"] + [n for n in meta.get("weight_shards", []) if isinstance(n, str)]
+        parts = [f.parent / n for n in files]
+        size = f" {sum(p.stat().st_size for p in parts) / 1e6:.1f} MB" if all(p.is_file() for p in parts) else ""
         out.append((name, f"{meta.get('summary', meta['arch'])} [{meta['arch']},{size}]"
                     + ("  <- the default" if name == DEFAULT_MODEL else "")))
     return sorted(out, key=lambda t: (t[0] != DEFAULT_MODEL, t[0]))

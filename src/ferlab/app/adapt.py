@@ -36,7 +36,7 @@ from ..data.labels import CANONICAL, SYNONYMS
 from ..data.readers import DATASET_READERS, DatasetError, SampleList
 from ..data.splits import merge
 from ..engine.adapt import Recipe, fit, remap_head
-from ..engine.checkpoint import CheckpointError, load_model, save_model
+from ..engine.checkpoint import CheckpointError, load_model, save_model, weights_sha256
 from ..engine.metrics import bootstrap, score
 
 MIN_PER_CLASS = 4  # at least 3 to train on and 1 to hold out
@@ -259,7 +259,7 @@ def adapt(base="default", photos=None, out="adapted", *, dataset: str | None = N
         return torch.softmax(logits, 1).numpy()
     groups = [s for s, h in zip(subjects, held) if h] if by == "subject" else None
     report = {
-        "base": {"name": str(base), "file": str(base_path), "sha256": _sha256(base_path)},
+        "base": {"name": str(base), "file": str(base_path), "sha256": weights_sha256(base_path)},
         "data": {"source": str(photos), "digest": _digest_of_files(paths, raw), "photos": len(paths),
                  "left_out": len(skipped), "faces_per_class": dict(zip(user_labels, map(int, counts))),
                  "held_out_by": by, "held_out": int(held.sum()), "trained_on": int((~held).sum())},
@@ -319,9 +319,3 @@ def _replay_faces(root, dataset: str, n: int, pre: dict, seed: int, detector: st
     return imgs[ok]
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -34,11 +34,13 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: bool = False) -> None:
+def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: bool = False,
+               shards: dict[str, str] | None = None) -> None:
     """Write PATH.safetensors and PATH.json (meta: arch, labels, preprocessing, config).
     half: float tensors as float16. int8: weight matrices and kernels as int8 with one float scale
-    per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping)."""
-    path = Path(path)
+    per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping).
+    shards: {NAME: key prefix}: those tensors go to PATH.NAME.safetensors instead (by default, the
+    model's own `weight_shards()`: an ensemble keeps each further member in a file of its own)."""
     sd = {}
     for k, v in _unwrap(model).state_dict().items():
         v = v.detach().cpu()
@@ -46,9 +48,64 @@ def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: boo
             sd[k], sd[k + INT8_SCALE] = quantize_int8(v)
         else:
             sd[k] = v.half() if (half or int8) and v.is_floating_point() else v
-    sd = {k: v.contiguous() for k, v in sd.items()}
-    atomic_write_bytes(path.with_suffix(".safetensors"), save(sd, metadata={"format": "pt"}))
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
+    if shards is None:
+        shards = _unwrap(model).weight_shards() if hasattr(_unwrap(model), "weight_shards") else {}
+    write_weights(path, sd, meta, shards)
+
+
+def write_weights(path, sd: dict[str, torch.Tensor], meta: dict, shards: dict[str, str] | None = None) -> None:
+    """Write a model's tensors and description atomically: the tensors under each shard's key prefix
+    to PATH.NAME.safetensors (listed in the description's `weight_shards`), the rest to
+    PATH.safetensors, the description last."""
+    main = Path(path).with_suffix(".safetensors")
+    meta = {k: v for k, v in meta.items() if k != "weight_shards"}
+    rest, names = dict(sd), []
+    for name, prefix in (shards or {}).items():
+        part = {k: rest.pop(k) for k in list(rest) if k.startswith(prefix)}
+        if not part:
+            raise CheckpointError(f"shard {name!r}: no tensor starts with {prefix!r}")
+        names.append(f"{main.stem}.{name}.safetensors")
+        atomic_write_bytes(main.parent / names[-1], _safetensors_bytes(part))
+    atomic_write_bytes(main, _safetensors_bytes(rest))
+    if names:
+        meta["weight_shards"] = names
+    atomic_write_bytes(main.with_suffix(".json"), json.dumps(meta, indent=2, default=str).encode())
+
+
+def _safetensors_bytes(sd: dict[str, torch.Tensor]) -> bytes:
+    return save({k: v.contiguous() for k, v in sd.items()}, metadata={"format": "pt"})
+
+
+def weight_files(path) -> list[Path]:
+    """The files that hold a model's weights: PATH.safetensors, then the shards its description
+    lists (plain file names beside it). A model without a description is its one file."""
+    main = Path(path).with_suffix(".safetensors")
+    jpath = main.with_suffix(".json")
+    try:
+        meta = json.loads(jpath.read_text()) if jpath.is_file() else {}
+    except ValueError:
+        meta = {}
+    shards = meta.get("weight_shards", []) if isinstance(meta, dict) else []
+    if not isinstance(shards, list) or not all(isinstance(n, str) and Path(n).name == n and n.endswith(".safetensors")
+                                               and n != main.name for n in shards):
+        raise CheckpointError(f"{jpath}: 'weight_shards' must list file names beside it ending in .safetensors")
+    return [main] + [main.parent / n for n in shards]
+
+
+def weights_sha256(path) -> str:
+    """The SHA-256 of a model's weights: of its one file, or of its files in order when it is sharded."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in weight_files(path):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def weights_size(path) -> int:
+    """Bytes of a model's weight files together."""
+    return sum(f.stat().st_size for f in weight_files(path) if f.is_file())
 
 
 def load_meta(path) -> dict:
@@ -80,7 +137,14 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
         model = create_model(meta["arch"], num_classes=len(meta["labels"]), **meta.get("model_kwargs", {}))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{jpath}: model_kwargs do not build a {meta['arch']} ({e})") from None
-    sd = read_safetensors(wpath)
+    sd = {}
+    for f in weight_files(wpath):
+        if not f.is_file():
+            raise CheckpointError(f"{f}: no such weights file (a part of the weights that {jpath.name} lists)")
+        part = read_safetensors(f)
+        if set(part) & set(sd):
+            raise CheckpointError(f"{f}: holds weights another of the model's files holds too, e.g. {min(set(part) & set(sd))}")
+        sd.update(part)
     for k in [k for k in sd if k.endswith(INT8_SCALE)]:  # int8-stored weights back to float
         scale, base = sd.pop(k), k[:-len(INT8_SCALE)]
         if base not in sd:
@@ -288,10 +352,12 @@ class RunCheckpoints:
 
 
 def file_fingerprint(path, names=()) -> str:
-    """A short digest of a file's bytes and a list of names (e.g. the images something was computed
-    on): the key of a cache made from a model file."""
+    """A short digest of a model's weights (every file of a sharded one) and a list of names (e.g. the
+    images something was computed on): the key of a cache made from a model file."""
     import hashlib
-    h = hashlib.sha256(Path(path).read_bytes())
+    h = hashlib.sha256()
+    for f in weight_files(path) if Path(path).suffix in (".safetensors", "") else [Path(path)]:
+        h.update(Path(f).read_bytes())
     for n in names:
         h.update(str(n).encode())
     return h.hexdigest()[:16]

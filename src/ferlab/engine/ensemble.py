@@ -14,7 +14,6 @@ with its members, their digests and the weight search in its JSON.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 from pathlib import Path
 
@@ -25,19 +24,11 @@ from ..data.colour import same_normalisation
 from ..data.arrays import restrict_labels
 from ..models.ensemble import ProbabilityEnsemble
 from .calibration import selection_split
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, save_model, weights_sha256
 from .evaluate import predict_probs
 from .inputs import model_input_images
 
 INPUT_KEYS = ("img_size", "channels", "mean", "std", "framing")
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
@@ -196,7 +187,7 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
             "model_kwargs": {"members": member_specs(members), "weights": model.member_weights.tolist(),
                              **input_kwargs(members)},
             "preprocess": first["preprocess"],
-            "ensemble": {"members": [{"name": p.stem, "path": str(p), "sha256": _digest(p), "arch": mt["arch"],
+            "ensemble": {"members": [{"name": p.stem, "path": str(p), "sha256": weights_sha256(p), "arch": mt["arch"],
                                       "temperature": float(mt.get("temperature", 1.0))} for _, mt, p in members],
                          "weights": model.member_weights.tolist(), "chosen_on": report or "given"},
             **({"dtype": "int8 weights (per-channel scales)"} if int8 else {})}

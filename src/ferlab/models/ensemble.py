@@ -111,6 +111,11 @@ class ProbabilityEnsemble(nn.Module):
             raise ValueError(f"the ensemble's lead member ({type(lead).__name__}) names no last stage")
         return lead.gradcam_layer()
 
+    def weight_shards(self) -> dict[str, str]:
+        """Where a saved ensemble keeps its weights: the first member (and the ensemble's own buffers)
+        in the model's file, each further member in a file of its own (MODEL.memberN.safetensors)."""
+        return {f"member{i}": f"members.{i}." for i in range(1, len(self.members))}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = 0.0
         for i in range(len(self.members)):
