@@ -82,6 +82,35 @@ def test_a_gray_model_starts_a_colour_one_reading_colour_as_its_gray(tmp_path):
         init_from_checkpoint(colour, tmp_path / "gray", "resnet18", ["neutral", "anger", "fear"])
 
 
+def test_a_trained_resnet18_starts_dans_trunk_and_leaves_its_heads_as_built(tmp_path):
+    """train.init_from with a ferlab ResNet-18 and a DAN run: the trunk takes the ResNet's weights
+    (gray first convolution split over R, G, B), the heads and classifier stay as DAN builds them,
+    the label sets need not agree, and a model without that trunk is refused."""
+    from ferlab.data.colour import GREY_FROM_RGB
+    from ferlab.engine.checkpoint import save_model
+    from ferlab.engine.train import init_from_checkpoint
+    from ferlab.models import create_model
+    torch.manual_seed(0)
+    gray = create_model("resnet18", num_classes=3, in_chans=1, small_input=True).eval()
+    save_model(tmp_path / "gray", gray, {"arch": "resnet18", "labels": ["neutral", "happiness", "surprise"],
+                                         "model_kwargs": {"in_chans": 1, "small_input": True}})
+    dan = create_model("dan", num_classes=8, in_chans=3, small_input=True)
+    heads_before = {k: v.clone() for k, v in dan.state_dict().items() if not k.startswith("backbone.")}
+    init_from_checkpoint(dan, tmp_path / "gray", "dan", ["x"] * 8)
+    assert torch.equal(dan.backbone.layer3[0].conv1.weight, gray.net.layer3[0].conv1.weight)
+    assert torch.equal(dan.backbone.bn1.running_var, gray.net.bn1.running_var)
+    split = gray.net.conv1.weight * torch.tensor(GREY_FROM_RGB).view(1, 3, 1, 1)
+    assert torch.allclose(dan.backbone.conv1.weight, split)
+    for k, v in dan.state_dict().items():
+        if k in heads_before:
+            assert torch.equal(v, heads_before[k]), k
+    fast = create_model("fastnet_s", num_classes=3, in_chans=1)
+    save_model(tmp_path / "fast", fast, {"arch": "fastnet_s", "labels": ["neutral", "happiness", "surprise"],
+                                         "model_kwargs": {"in_chans": 1}})
+    with pytest.raises(ValueError, match="fastnet_s"):
+        init_from_checkpoint(dan, tmp_path / "fast", "dan", ["x"] * 8)
+
+
 def test_grey_augmentation_makes_colour_faces_gray_and_is_drawn_only_when_set():
     from ferlab.data.augment import augment_batch
     x = torch.rand(16, 3, 24, 24)

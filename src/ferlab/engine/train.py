@@ -260,8 +260,12 @@ def init_from_checkpoint(model, path, arch: str, label_set) -> None:
     """Copy every weight of a saved ferlab model (PATH.safetensors + .json, int8/fp16 ones too) into
     `model`; the architecture and the label set must be the same. A gray model may start a colour
     one: its first convolution's kernels are split over R, G and B by OpenCV's gray weights, so the colour
-    model begins as the gray model on the face made gray."""
+    model begins as the gray model on the face made gray. A model whose `trunk_from` names the saved
+    model's architecture (DAN: a ResNet-18) takes that model's trunk only (`init_trunk_from`)."""
     src, meta = load_model(path)
+    if meta["arch"] != arch and meta["arch"] in getattr(model, "trunk_from", {}):
+        init_trunk_from(model, src, path, meta["arch"])
+        return
     if meta["arch"] != arch or tuple(meta["labels"]) != tuple(label_set):
         raise ValueError(f"train.init_from: {path} is a {meta['arch']} over {meta['labels']}, this run trains a "
                          f"{arch} over {list(label_set)}")
@@ -270,6 +274,22 @@ def init_from_checkpoint(model, path, arch: str, label_set) -> None:
         model.load_state_dict(sd)
     except RuntimeError as e:
         raise ValueError(f"train.init_from: {path}'s weights do not fit this run's model ({str(e).splitlines()[-1].strip()})") from None
+
+
+def init_trunk_from(model, src, path, src_arch: str) -> None:
+    """A model built on a timm trunk (`model.trunk_from` maps a ferlab architecture onto the prefix
+    of that trunk: DAN's ResNet-18) starts from a trained ferlab model's trunk; the source's
+    classifier and the model's own parts (heads, classifier) are left as built. A gray source's
+    first convolution is split over R, G and B for a colour model, as for a same-architecture start."""
+    from ..models.weights import adapt_and_load, require_loaded
+    prefix = model.trunk_from[src_arch]
+    trunk = {prefix + k[len("net."):]: v for k, v in src.state_dict().items()
+             if k.startswith("net.") and not k.startswith("net.fc.")}
+    report = adapt_and_load(model, grey_weights_for_colour(trunk, model.state_dict()))
+    try:
+        require_loaded(report, prefix, path, f"{src_arch} trunk")
+    except ValueError as e:
+        raise ValueError(f"train.init_from: {e}") from None
 
 
 def train(cfg: dict, resume: bool = False, log=print) -> dict:
@@ -304,7 +324,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     if built_for is not None and int(built_for) != size:
         raise ValueError(f"model {cfg['model']['name']} is built for {built_for}x{built_for} input but data.img_size "
                          f"is {size}; set model.kwargs.img_size={size}")
-    if tcfg.get("init_from"):  # fine-tuning: every weight from a ferlab model of the same architecture
+    if tcfg.get("init_from"):  # fine-tuning: every weight from a ferlab model of the same architecture (or its trunk)
         init_from_checkpoint(model, tcfg["init_from"], cfg["model"]["name"], label_set)
         if rank == 0:
             log(f"weights initialised from {tcfg['init_from']}")

@@ -94,6 +94,8 @@ class DAN(nn.Module):
                                           in_chans=in_chans)
         if small_input:  # small face crops (FER+ 48x48): no max-pool, final maps 1/16 instead of 1/32
             self.backbone.maxpool = nn.Identity()
+        # train.init_from may name a trained ferlab model of the trunk's architecture: its trunk starts this one
+        self.trunk_from = {backbone: "backbone."}
         self.num_features = c = self.backbone.num_features
         self.num_heads = int(num_heads)
         if self.num_heads < 1:
