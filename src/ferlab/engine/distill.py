@@ -209,7 +209,7 @@ def teacher_train_faces(dcfg: dict, tp: dict, tr, seed: int, log=print) -> np.nd
         f"{dcfg['img_size']}x{dcfg['img_size']}x{dcfg['channels']}: loading the train faces at the teacher's input")
     tdcfg = {**dcfg, "img_size": int(tp["img_size"]), "channels": int(tp["channels"]),
              "framing": tp.get("framing", dcfg.get("framing", "fer2013"))}
-    tsplits, tarrays = load_split_arrays(tdcfg, seed)
+    tsplits, tarrays = load_split_arrays(tdcfg, seed, only=("train",))
     where = {str(p): i for i, p in enumerate(tsplits["train"].paths)}
     missing = [str(p) for p in tr.paths if str(p) not in where]
     if missing:

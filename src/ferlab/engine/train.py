@@ -237,12 +237,14 @@ def check_resumable(out: Path) -> None:
                          + "; nothing to resume (leave out --resume to start this run)")
 
 
-def load_split_arrays(dcfg: dict, seed: int = 0):
+def load_split_arrays(dcfg: dict, seed: int = 0, only=None):
     """A data config's splits and their uint8 images at the model's input (photos through the face
     front end, `engine.inputs`), the images that fail to decode and the photos whose face the front
     end misses left out (and listed in each split's `skipped`); data.train_subset keeps a fixed
-    (seeded) subset."""
+    (seeded) subset. `only`: the names of the splits to read (all when None)."""
     splits = load_splits(dcfg)
+    if only is not None:
+        splits = {n: s for n, s in splits.items() if n in only}
     size, ch = int(dcfg["img_size"]), int(dcfg["channels"])
     arrays = {}
     for name, s in splits.items():
