@@ -11,31 +11,20 @@ Copies the model to src/ferlab/weights/fast.{safetensors,json} with a summary an
 weights' accuracy on the selection splits (which `ferlab serve` reports).
 """
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from ferlab.engine.config import load_config
-from ferlab.engine.ensemble import selection_accuracy
+from ship_model import ROOT, ship  # benchmarks/ship_model.py, beside this script
 
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "src" / "ferlab" / "weights"
 CONFIG = ROOT / "configs" / "fastnet_l_distill_multisource_from_ensemble_20ep.yaml"
+SUMMARY = ("a small CNN (48x48 gray) distilled for speed from the default on FER+, ExpW and SFEW, "
+           "about 7x faster per face than one ResNet-18")
 
 
 def main(src):
-    src = Path(src)
-    meta = json.loads(src.with_suffix(".json").read_text())
-    if meta.get("arch") != "fastnet_l" or "temperature" not in meta:
-        raise SystemExit(f"{src} is not a calibrated fastnet_l (export it with --int8, then ferlab calibrate it)")
-    meta["summary"] = ("a small CNN (48x48 gray) distilled for speed from the default on FER+, ExpW and SFEW, "
-                       "about 7x faster per face than one ResNet-18")
-    meta["shipped_by"] = "python benchmarks/ship_fast.py " + str(src)
-    meta["valid"] = selection_accuracy(src, load_config(CONFIG)["data"])
-    shutil.copyfile(src.with_suffix(".safetensors"), WEIGHTS / "fast.safetensors")
-    (WEIGHTS / "fast.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {WEIGHTS / 'fast.safetensors'} ({(WEIGHTS / 'fast.safetensors').stat().st_size / 1e6:.1f} MB); "
-          f"selection splits: {meta['valid']['per_source_accuracy']}")
+    if json.loads(Path(src).with_suffix(".json").read_text()).get("arch") != "fastnet_l":
+        raise SystemExit(f"{src} is not a fastnet_l")
+    ship("fast", src, CONFIG, SUMMARY, "python benchmarks/ship_fast.py " + str(src))
 
 
 if __name__ == "__main__":
