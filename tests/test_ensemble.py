@@ -76,12 +76,30 @@ def test_an_ensemble_keeps_each_further_member_in_a_file_of_its_own(tmp_path):
         load_model(tmp_path / "e")
 
 
+def test_an_ensemble_given_as_a_member_gives_its_members(tmp_path):
+    """`ferlab ensemble E C`: E's members join C, each with its own temperature; the result is the
+    weighted mean over all three, and provenance names each member inside E."""
+    a, b, c = _tiny(tmp_path, "a", 0, temperature=2.0), _tiny(tmp_path, "b", 1, arch="fastnet_m"), _tiny(tmp_path, "c", 2)
+    write_ensemble([a, b], tmp_path / "ab", weights=[1, 1])
+    meta = write_ensemble([tmp_path / "ab", c], tmp_path / "abc", weights=[2, 1, 1])
+    assert [m["name"] for m in meta["ensemble"]["members"]] == ["ab/a", "ab/b", "c"]
+    assert [m["temperature"] for m in meta["model_kwargs"]["members"]] == [2.0, 1.0, 1.0]
+    ens, _ = load_model(tmp_path / "abc")
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        want = (0.5 * torch.softmax(load_model(a)[0](x) / 2.0, 1) + 0.25 * torch.softmax(load_model(b)[0](x), 1)
+                + 0.25 * torch.softmax(load_model(c)[0](x), 1))
+        torch.testing.assert_close(torch.softmax(ens(x), 1), want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="3 members"):
+        write_ensemble([tmp_path / "ab", c], tmp_path / "bad", weights=[1, 1])
+
+
 def test_members_must_read_one_input_and_weights_must_fit(tmp_path):
     a = _tiny(tmp_path, "a", 0)
     big = _tiny(tmp_path, "big", 1, size=64)
     with pytest.raises(ValueError, match="another input"):
         write_ensemble([a, big], tmp_path / "e", weights=[1, 1])
-    with pytest.raises(ValueError, match="2 models"):
+    with pytest.raises(ValueError, match="2 members"):
         write_ensemble([a, _tiny(tmp_path, "b", 2)], tmp_path / "e", weights=[1, 1, 1])
     with pytest.raises(ValueError, match="non-negative"):
         write_ensemble([a, _tiny(tmp_path, "c", 3)], tmp_path / "e", weights=[1, -1])

@@ -261,7 +261,31 @@ def shipped_model_notes() -> list[tuple[str, str]]:
     return sorted(out, key=lambda t: (t[0] != DEFAULT_MODEL, t[0]))
 
 
+def model_table_lines() -> list[str]:
+    """The table of every model name (shipped, and the papers' architectures): paper, accuracy on the
+    four sets, parameters, ms per face, whether its weights ship; from the package's record (no torch)."""
+    import json
+    from importlib import resources
+    f = resources.files("ferlab").joinpath("weights", "model_table.json")
+    if not f.is_file():
+        return []
+    t = json.loads(f.read_text())
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1f}"
+    head = f"  {'name':17s} {'paper':18s} {'FER+':>5s} {'SFEW':>5s} {'ExpW':>5s} {'posed':>5s} {'params':>7s} {'ms/face':>7s}  weights"
+    out = [f"Models by name: accuracy (%) on FER+ test, SFEW 2.0 Val (crop), ExpW test and twperformers (posed, "
+           f"through the pipeline); {t['units'].split('; ms per face: ')[-1]} for ms/face:", head]
+    for name, r in t["rows"].items():
+        ships = f"ship ({r['file_mb']:.1f} MB)" if r["ships"] else r["how"]
+        out.append(f"  {name:17s} {r['paper']:18s} {pct(r['ferplus_test']):>5s} {pct(r['sfew_val']):>5s} "
+                   f"{pct(r['expw_test']):>5s} {pct(r['twperformers']):>5s} {r['params_m']:6.1f}M {r['ms_per_face']:7.1f}  {ships}")
+    return out + ["  (- : not measured; the papers' models not shipped were trained on FER+ only)", ""]
+
+
 def cmd_models(a):
+    for line in model_table_lines():
+        print(line)
     shipped = shipped_model_notes()
     print("Shipped models (ready to run: --model NAME, FaceAnalyzer(NAME)):")
     width = max(map(len, [n for n, _ in shipped] + list(MODELS)))
@@ -720,9 +744,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.set_defaults(fn=cmd_adapt)
     en = sub.add_parser("ensemble", help="several trained models read as one model file (the weighted mean of "
                                          "their calibrated probabilities), the weights chosen on the selection splits")
-    en.add_argument("models", nargs="+", help="two or more ferlab model files or shipped names; the first reads the largest input")
+    en.add_argument("models", nargs="+", help="ferlab model files or shipped names (an ensemble among them gives its members); "
+                                           "the first reads the largest input")
     en.add_argument("--out", required=True, help="the ensemble's path (OUT.safetensors and OUT.json are written)")
-    en.add_argument("--weights", default=None, help="comma-separated weights, one per model (default: chosen on the "
+    en.add_argument("--weights", default=None, help="comma-separated weights, one per member (default: chosen on the "
                                                    "valid split of the first model's training data)")
     en.add_argument("--config", default=None, help="YAML config whose data section's valid split chooses the weights")
     en.add_argument("--step", type=finite_number, default=0.1, help="grid step of the weight search (default 0.1)")

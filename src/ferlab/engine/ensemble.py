@@ -36,7 +36,15 @@ def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
     paths = [Path(p).with_suffix(".safetensors") for p in paths]
     if len(paths) < 2:
         raise ValueError("an ensemble needs at least two models")
-    members = [(*load_model(p), p) for p in paths]
+    members = []
+    for p in paths:  # an ensemble given as a member gives its members (each with its own temperature)
+        model, meta = load_model(p)
+        if meta["arch"] == "ensemble":
+            members += [(*member_model(model, meta, i), p) for i in range(len(model.members))]
+        else:
+            members.append((model, meta, p))
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two models")
     _, first, p0 = members[0]
     f = first["preprocess"]
     for _, meta, p in members[1:]:
@@ -50,10 +58,13 @@ def load_members(paths) -> list[tuple[torch.nn.Module, dict, Path]]:
             raise ValueError(f"{p} reads another input than {p0} ({ {k: m.get(k) for k in INPUT_KEYS} } against "
                              f"{ {k: f.get(k) for k in INPUT_KEYS} }): members share normalisation and framing, and the "
                              "first member's input must be the largest and in colour if any is")
-    for _, meta, p in members:
-        if meta["arch"] == "ensemble":
-            raise ValueError(f"{p} is an ensemble itself: give its members instead")
     return members
+
+
+def member_name(meta: dict, path: Path) -> str:
+    """A member's name: its file's, or FILE/NAME for a member taken out of an ensemble file."""
+    inner = meta.get("from_ensemble")
+    return f"{path.stem}/{inner['name']}" if inner else path.stem
 
 
 def member_specs(members) -> list[dict]:
@@ -173,21 +184,22 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
         report = choose_weights(probs, valid.labels, valid.flags.get("source"), step)
         report["n"] = int(len(valid))
         weights = report["weights"]
-        for (_, _, p), s in zip(members, report["members_alone"]):
-            log(f"  {p.stem:24s} alone: selection {s['score']:.4f} {s['per_source']}")
+        for (_, mt, p), s in zip(members, report["members_alone"]):
+            log(f"  {member_name(mt, p):24s} alone: selection {s['score']:.4f} {s['per_source']}")
         log(f"  weights {', '.join(f'{w:g}' for w in weights)}: selection {report['selection']['score']:.4f} "
             f"{report['selection']['per_source']}")
     weights = [float(w) for w in weights]
     if len(weights) != len(members):
-        raise ValueError(f"{len(weights)} weights for {len(members)} models")
+        raise ValueError(f"{len(weights)} weights for {len(members)} members (an ensemble given counts its members)")
     model = build_ensemble(members, weights)
     first = members[0][1]
-    meta = {"summary": "ensemble of " + ", ".join(f"{p.stem} ({w:.2g})" for (_, _, p), w in zip(members, model.member_weights.tolist())),
+    meta = {"summary": "ensemble of " + ", ".join(f"{member_name(mt, p)} ({w:.2g})"
+                                                  for (_, mt, p), w in zip(members, model.member_weights.tolist())),
             "arch": "ensemble", "labels": first["labels"],
             "model_kwargs": {"members": member_specs(members), "weights": model.member_weights.tolist(),
                              **input_kwargs(members)},
             "preprocess": first["preprocess"],
-            "ensemble": {"members": [{"name": p.stem, "path": str(p), "sha256": weights_sha256(p), "arch": mt["arch"],
+            "ensemble": {"members": [{"name": member_name(mt, p), "path": str(p), "sha256": weights_sha256(p), "arch": mt["arch"],
                                       "temperature": float(mt.get("temperature", 1.0))} for _, mt, p in members],
                          "weights": model.member_weights.tolist(), "chosen_on": report or "given"},
             **({"dtype": "int8 weights (per-channel scales)"} if int8 else {})}
@@ -198,7 +210,11 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
 def lead_member_model(model: ProbabilityEnsemble, meta: dict) -> tuple[torch.nn.Module, dict]:
     """(model, meta) of the ensemble's lead member (the most weight) as a model file of its own: its
     architecture, input and temperature; provenance says which ensemble it came from."""
-    i = model.lead_member()
+    return member_model(model, meta, model.lead_member())
+
+
+def member_model(model: ProbabilityEnsemble, meta: dict, i: int) -> tuple[torch.nn.Module, dict]:
+    """(model, meta) of an ensemble's member i as a model file of its own."""
     spec = meta["model_kwargs"]["members"][i]
     pre = dict(meta["preprocess"])
     if spec.get("input"):
