@@ -84,6 +84,16 @@ def test_every_command_runs_the_default_model_unless_told(tmp_path, astronaut_fi
     assert json.loads((tmp_path / "d" / "predictions.json").read_text())["model"].endswith("fast.safetensors")
 
 
+def test_every_shipped_model_finds_the_astronaut_happy_by_name(tmp_path, astronaut_file):
+    """`ferlab predict --model NAME` for every name `ferlab models` lists as shipped."""
+    from ferlab.app.analyzer import shipped_models
+    for name, path in shipped_models().items():
+        out = tmp_path / name
+        assert main(["predict", str(astronaut_file), "--model", name, "--out", str(out)]) == 0, name
+        rep = json.loads((out / "predictions.json").read_text())
+        assert rep["model"] == str(path) and rep["results"][0]["faces"][0]["label"] == "happiness", name
+
+
 @pytest.mark.parametrize("content,msg", [(None, "no such file"), (b"", "empty file"), (b"GIF89a-junk", "not an image")])
 def test_single_bad_input_is_one_message(tmp_path, content, msg):
     f = tmp_path / "x.png"
