@@ -271,3 +271,26 @@ def test_the_skipping_schedule_finds_the_exhaustive_faces_on_real_photos(detecto
         assert _same_faces(fast, full) and _same_faces(full, fast), r["path"]
         saved += n_full - n_skip
     assert saved >= 2 * len(rows)
+
+
+def test_quieting_native_stderr_from_many_threads_gives_the_process_its_stderr_back():
+    """Detectors built in parallel (a folder's front-end workers) each silence fd 2 for a moment; the
+    process must end with its own stderr, not /dev/null (a lost 'skipped N of M inputs' report)."""
+    import os
+    import threading
+    import time
+
+    from ferlab.faces.blazeface import _quiet_stderr
+    before = os.fstat(2)
+
+    def work():
+        for _ in range(30):
+            with _quiet_stderr():
+                time.sleep(0.0005)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert os.path.samestat(os.fstat(2), before)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -50,21 +51,27 @@ class BlazeFaceUnavailable(ValueError):
     """BlazeFace's packages or model files are missing; the message says what to install."""
 
 
+_STDERR_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Silence what native code writes to file descriptor 2 (not Python's sys.stderr) for a moment."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    """Silence what native code writes to file descriptor 2 (not Python's sys.stderr) for a moment.
+    File descriptors belong to the process, so one thread at a time: two threads interleaving
+    would save each other's /dev/null and leave the process without its stderr."""
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def model_dir() -> Path:
