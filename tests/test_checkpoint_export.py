@@ -61,3 +61,24 @@ def test_int8_weights_by_hand_and_round_trip(tmp_path):
     x = torch.randn(4, 1, 48, 48)
     ref, out = torch.softmax(m(x), 1), torch.softmax(m2(x), 1)
     assert (ref - out).abs().max() < 0.02 and not torch.equal(ref, out)
+
+
+def test_half_and_int8_keep_float32_where_float16_cannot_hold_the_values(tmp_path):
+    """A BatchNorm over large activations (DAN's BatchNorm on its logits keeps running variances near
+    1e5) would become inf in float16 and the model a constant; such a tensor is stored in float32."""
+    from safetensors.torch import load_file
+    torch.manual_seed(0)
+    m = create_model("resnet18", num_classes=3, in_chans=1).eval()
+    bn = m.net.layer4[1].bn2
+    with torch.no_grad():
+        bn.running_var.mul_(1e5)
+        bn.weight.mul_(300.0)  # the same output scale as before: an equivalent model
+    x = torch.randn(4, 1, 48, 48)
+    for mode in ("half", "int8"):
+        save_model(tmp_path / mode, m, _meta(), **{mode: True})
+        sd = load_file(str(tmp_path / f"{mode}.safetensors"))
+        assert sd["net.layer4.1.bn2.running_var"].dtype == torch.float32, mode
+        assert sd["net.layer4.1.bn2.running_mean"].dtype == torch.float16, mode
+        m2, _ = load_model(tmp_path / mode)
+        ref, out = torch.softmax(m(x), 1), torch.softmax(m2(x), 1)
+        assert torch.isfinite(out).all() and (ref - out).abs().max() < 0.03, mode

@@ -34,11 +34,19 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
+def _half_if_it_fits(v: torch.Tensor) -> torch.Tensor:
+    """float16 where every finite value stays finite (|v| <= 65504), else the tensor in float32: a
+    BatchNorm's running variance over large activations (DAN's logits: 1e5) must not become inf."""
+    h = v.half()
+    return v.float() if bool((torch.isinf(h) & torch.isfinite(v)).any()) else h
+
+
 def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: bool = False,
                shards: dict[str, str] | None = None) -> None:
     """Write PATH.safetensors and PATH.json (meta: arch, labels, preprocessing, config).
     half: float tensors as float16. int8: weight matrices and kernels as int8 with one float scale
-    per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping).
+    per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping), or
+    float32 for a tensor whose values float16 cannot hold.
     shards: {NAME: key prefix}: those tensors go to PATH.NAME.safetensors instead (by default, the
     model's own `weight_shards()`: an ensemble keeps each further member in a file of its own)."""
     sd = {}
@@ -47,7 +55,7 @@ def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: boo
         if int8 and v.is_floating_point() and v.ndim >= 2:
             sd[k], sd[k + INT8_SCALE] = quantize_int8(v)
         else:
-            sd[k] = v.half() if (half or int8) and v.is_floating_point() else v
+            sd[k] = _half_if_it_fits(v) if (half or int8) and v.is_floating_point() else v
     if shards is None:
         shards = _unwrap(model).weight_shards() if hasattr(_unwrap(model), "weight_shards") else {}
     write_weights(path, sd, meta, shards)
