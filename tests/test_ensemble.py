@@ -14,11 +14,11 @@ from ferlab.models import create_model
 LABELS = ["neutral", "happiness", "surprise"]
 
 
-def _tiny(tmp_path, name, seed, arch="fastnet_s", size=48, temperature=None):
+def _tiny(tmp_path, name, seed, arch="fastnet_s", size=48, temperature=None, channels=1, mean=0.5):
     torch.manual_seed(seed)
-    m = create_model(arch, num_classes=3, in_chans=1)
-    meta = {"arch": arch, "labels": LABELS, "model_kwargs": {"in_chans": 1},
-            "preprocess": {"img_size": size, "channels": 1, "mean": 0.5, "std": 0.5, "framing": "fer2013"}}
+    m = create_model(arch, num_classes=3, in_chans=channels)
+    meta = {"arch": arch, "labels": LABELS, "model_kwargs": {"in_chans": channels},
+            "preprocess": {"img_size": size, "channels": channels, "mean": mean, "std": 0.5, "framing": "fer2013"}}
     if temperature:
         meta["temperature"] = temperature
     save_model(tmp_path / name, m, meta)
@@ -92,6 +92,22 @@ def test_an_ensemble_given_as_a_member_gives_its_members(tmp_path):
         torch.testing.assert_close(torch.softmax(ens(x), 1), want, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="3 members"):
         write_ensemble([tmp_path / "ab", c], tmp_path / "bad", weights=[1, 1])
+
+
+def test_an_ensemble_of_a_colour_and_a_gray_model_given_as_a_member_gives_both(tmp_path):
+    """The shipped default's shape: a 64 colour member and a 48 gray one (its mean written [0.5] where
+    the colour member's is [0.5, 0.5, 0.5]); given with another colour model, all three join."""
+    from ferlab.data.colour import same_normalisation
+    assert same_normalisation({"mean": [0.5], "std": 0.5}, {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    assert not same_normalisation({"mean": [0.4], "std": 0.5}, {"mean": [0.5, 0.5, 0.5], "std": 0.5})
+    colour = _tiny(tmp_path, "colour", 0, size=64, channels=3, mean=[0.5, 0.5, 0.5])
+    gray = _tiny(tmp_path, "gray", 1)
+    write_ensemble([colour, gray], tmp_path / "cg", weights=[0.8, 0.2])
+    other = _tiny(tmp_path, "other", 2, arch="fastnet_m", size=64, channels=3, mean=[0.5, 0.5, 0.5])
+    meta = write_ensemble([tmp_path / "cg", other], tmp_path / "all", weights=[2, 1, 1])
+    assert [m["name"] for m in meta["ensemble"]["members"]] == ["cg/colour", "cg/gray", "other"]
+    ens, _ = load_model(tmp_path / "all")
+    assert torch.softmax(ens(torch.randn(2, 3, 64, 64)), 1).shape == (2, 3)
 
 
 def test_members_must_read_one_input_and_weights_must_fit(tmp_path):

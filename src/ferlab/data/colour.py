@@ -8,8 +8,10 @@ GREY_FROM_RGB = (0.299, 0.587, 0.114)
 
 
 def per_channel(v, n: int = 3) -> list[float]:
-    """A preprocess mean or std (one number, or one per channel) as n numbers."""
-    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * n
+    """A preprocess mean or std (one number, a list of one, or one per channel) as n numbers."""
+    if isinstance(v, (list, tuple)):
+        return [float(v[0])] * n if len(v) == 1 else [float(x) for x in v]
+    return [float(v)] * n
 
 
 def same_normalisation(a: dict, b: dict) -> bool:
