@@ -92,6 +92,9 @@ def test_an_ensemble_given_as_a_member_gives_its_members(tmp_path):
         torch.testing.assert_close(torch.softmax(ens(x), 1), want, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="3 members"):
         write_ensemble([tmp_path / "ab", c], tmp_path / "bad", weights=[1, 1])
+    meta = write_ensemble([tmp_path / "ab", c], tmp_path / "ac", weights=[1, 0, 1])  # a weight-0 member is left out
+    assert [m["name"] for m in meta["ensemble"]["members"]] == ["ab/a", "c"]
+    assert len(load_model(tmp_path / "ac")[0].members) == 2
 
 
 def test_an_ensemble_of_a_colour_and_a_gray_model_given_as_a_member_gives_both(tmp_path):

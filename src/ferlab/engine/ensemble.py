@@ -171,7 +171,8 @@ def choose_weights(probs: list[np.ndarray], labels: np.ndarray, sources, step: f
 def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step: float = 0.1, int8: bool = False,
                    log=print) -> dict:
     """Write the ensemble of the models at `paths` to OUT.safetensors + OUT.json; with no `weights`,
-    choose them on the selection split of `data_cfg` (default: the first member's training data)."""
+    choose them on the selection split of `data_cfg` (default: the first member's training data).
+    Members of weight 0 are left out (when at least two others remain)."""
     members = load_members(paths)
     report = {}
     if weights is None:
@@ -191,6 +192,13 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
     weights = [float(w) for w in weights]
     if len(weights) != len(members):
         raise ValueError(f"{len(weights)} weights for {len(members)} members (an ensemble given counts its members)")
+    kept = [i for i, w in enumerate(weights) if w > 0]
+    if 2 <= len(kept) < len(members):  # a member of weight 0 would cost its forward pass and add nothing
+        left_out = [member_name(mt, p) for i, (_, mt, p) in enumerate(members) if i not in kept]
+        log(f"  left out (weight 0): {', '.join(left_out)}")
+        members, weights = [members[i] for i in kept], [weights[i] for i in kept]
+        if report:
+            report["left_out"] = left_out
     model = build_ensemble(members, weights)
     first = members[0][1]
     meta = {"summary": "ensemble of " + ", ".join(f"{member_name(mt, p)} ({w:.2g})"
