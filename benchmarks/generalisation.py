@@ -125,7 +125,9 @@ LEAD = (("shipped default (two ResNet-18s on FER+, ExpW and SFEW: 64 px colour a
         ("`--model fast` (fastnet_l, 48 px gray, distilled from the default on FER+, ExpW and SFEW, int8)", "shipped_fast"),
         ("`--model fast_ferplus` (fastnet_l distilled from the FER+-only ResNet-18, the fast model before, int8)",
          "ferplus_fast"),
-        ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"))
+        ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"),
+        ("`--model dan` (DAN, paper 001: a ResNet-18 with 4 attention heads, 64 px colour, on FER+, ExpW and SFEW, int8)",
+         "dan_multisource"))
 
 
 def lead_rows(record: dict, fer: dict) -> list[str]:
