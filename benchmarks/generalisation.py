@@ -127,7 +127,9 @@ LEAD = (("shipped default (two ResNet-18s on FER+, ExpW and SFEW: 64 px colour a
          "ferplus_fast"),
         ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"),
         ("`--model dan` (DAN, paper 001: a ResNet-18 with 4 attention heads, 64 px colour, on FER+, ExpW and SFEW, int8)",
-         "dan_multisource"))
+         "dan_multisource"),
+        ("`--model ensemble` (the shipped models combined: the default's colour ResNet-18 and `dan`, int8)",
+         "ensemble_default_dan"))
 
 
 def lead_rows(record: dict, fer: dict) -> list[str]:

@@ -4,8 +4,9 @@
     ferlab calibrate runs/ship/NAME                 # its own selection splits: FER+ valid and ExpW valid
     .venv/bin/python benchmarks/ship_model.py NAME runs/ship/NAME --config CONFIG --summary "one line"
 
-Copies the model to src/ferlab/weights/NAME.{safetensors,json} with the summary, the config it was
-trained by and the shipped weights' accuracy on that config's selection splits (which `ferlab serve`
+Copies the model to src/ferlab/weights/NAME.{safetensors,json} (and the further files of a sharded
+model, an ensemble's members, as NAME.memberN.safetensors) with the summary, the config it was
+trained by (or, with --made-by, the command that made it) and the shipped weights' accuracy on that config's selection splits (which `ferlab serve`
 reports). The model must be int8 and calibrated.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ferlab.engine.checkpoint import weight_files, weights_size
 from ferlab.engine.config import load_config
 from ferlab.engine.ensemble import selection_accuracy
 
@@ -22,19 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "ferlab" / "weights"
 
 
-def ship(name: str, src, config, summary: str, shipped_by: str) -> dict:
+def ship(name: str, src, config, summary: str, shipped_by: str, made_by: str | None = None) -> dict:
     src = Path(src)
     meta = json.loads(src.with_suffix(".json").read_text())
     if "temperature" not in meta or "int8" not in str(meta.get("dtype", "")):
         raise SystemExit(f"{src} is not an int8, calibrated model (export it with --int8, then ferlab calibrate it)")
     meta["summary"] = summary
     meta["shipped_by"] = shipped_by
-    meta["trained_by"] = f"ferlab train {Path(config).relative_to(ROOT) if Path(config).is_absolute() else config}"
+    if made_by:  # e.g. an ensemble: made by a command, not by one training run
+        meta["made_by"] = made_by
+    else:
+        meta["trained_by"] = f"ferlab train {Path(config).relative_to(ROOT) if Path(config).is_absolute() else config}"
     meta["valid"] = selection_accuracy(src, load_config(config)["data"])
-    shutil.copyfile(src.with_suffix(".safetensors"), WEIGHTS / f"{name}.safetensors")
+    files = weight_files(src)  # a sharded model (an ensemble's further members) keeps its parts, renamed
+    shards = [f.name.replace(src.stem + ".", name + ".", 1) for f in files[1:]]
+    for f, new in zip(files, [f"{name}.safetensors", *shards]):
+        shutil.copyfile(f, WEIGHTS / new)
+    if shards:
+        meta["weight_shards"] = shards
     (WEIGHTS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {WEIGHTS / f'{name}.safetensors'} ({(WEIGHTS / f'{name}.safetensors').stat().st_size / 1e6:.1f} MB); "
-          f"selection splits: {meta['valid']['per_source_accuracy']}")
+    print(f"wrote {WEIGHTS / f'{name}.safetensors'} ({weights_size(WEIGHTS / name) / 1e6:.1f} MB in {len(files)} "
+          f"file(s)); selection splits: {meta['valid']['per_source_accuracy']}")
     return meta
 
 
@@ -44,9 +54,12 @@ def main():
     ap.add_argument("src", help="the int8, calibrated model (PATH or PATH.safetensors)")
     ap.add_argument("--config", required=True, help="the config it was trained by (its selection splits)")
     ap.add_argument("--summary", required=True, help="one line for `ferlab models`")
+    ap.add_argument("--made-by", help="the command that made the model, when no training config did (an ensemble)")
     a = ap.parse_args()
+    made = f" --made-by {json.dumps(a.made_by)}" if a.made_by else ""
     ship(a.name, a.src, a.config, a.summary,
-         f"python benchmarks/ship_model.py {a.name} {a.src} --config {a.config} --summary {json.dumps(a.summary)}")
+         f"python benchmarks/ship_model.py {a.name} {a.src} --config {a.config} --summary {json.dumps(a.summary)}{made}",
+         a.made_by)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,28 @@ def test_adapt_tables_are_the_record():
         assert row in readme, f"the README's own-faces table lacks the recorded row {row}"
     for key in (k for k in rec if k.startswith("timing_")):
         assert f"{rec[key]['wall_s']} s" in doc
+
+
+def test_the_model_table_is_the_record_and_ferlab_models_prints_it(capsys):
+    """`ferlab models` prints the packaged table; its rows are benchmarks/results/model_table.json's, and
+    each accuracy is the one in the record it names (generalisation.json's row, or the paper model's
+    FER+ record); every shipped model and every paper has a row."""
+    from ferlab.app.analyzer import shipped_models
+    from ferlab.cli import main
+    from ferlab.engine.checkpoint import weights_size
+    rec = json.loads((RESULTS / "model_table.json").read_text())
+    packaged = json.loads((ROOT / "src" / "ferlab" / "weights" / "model_table.json").read_text())
+    assert packaged["rows"] == rec["rows"]
+    bench = load_script("benchmarks/model_table.py")
+    assert set(rec["rows"]) == set(shipped_models()) | set(bench.PAPERS)
+    for name, row in rec["rows"].items():
+        acc, source = bench.accuracies(name)
+        assert row["accuracy_from"] == source
+        assert [row[k] for k in bench.SETS] == [None if v is None else round(100 * v, 2) for v in acc.values()], name
+        if name in shipped_models():
+            assert row["ships"] and row["file_mb"] == round(weights_size(shipped_models()[name]) / 1e6, 1), name
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, row in rec["rows"].items():
+        line = next(x for x in out.splitlines() if x.strip().startswith(name + " "))
+        assert f"{row['ferplus_test']:.1f}" in line and f"{row['ms_per_face']:.1f}" in line, line
