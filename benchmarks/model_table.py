@@ -50,6 +50,18 @@ def accuracies(name: str) -> tuple[dict, str]:
             f"benchmarks/results/{name}_ferplus.json (FER+ only; its weights are not kept)")
 
 
+def readme_rows(record: dict) -> list[str]:
+    """The README's table of models by name, one row per record row (the same numbers `ferlab models` prints)."""
+    def pct(v):
+        return "–" if v is None else f"{v:.1f}%"
+    out = []
+    for name, r in record["rows"].items():
+        weights = f"ships, {r['file_mb']:.1f} MB" if r["ships"] else "not shipped (trained on FER+ only)"
+        out.append(f"| `{name}` | {r['paper']} | {pct(r['ferplus_test'])} | {pct(r['sfew_val'])} | {pct(r['expw_test'])} | "
+                   f"{pct(r['twperformers'])} | {r['params_m']:.1f} M | {r['ms_per_face']:.1f} | {weights} |")
+    return out
+
+
 def timed(model, channels: int, size: int) -> float:
     model.eval()
     args = example_inputs(model, (1, channels, size, size))

@@ -71,7 +71,9 @@ def test_models_version_and_shipped_names_everywhere(tmp_path, class_folder_data
     p = ferlab("models")
     assert p.returncode == 0
     lines = p.stdout.splitlines()
-    assert lines[0].startswith("Shipped models") and lines[1].split()[0] == "default" and "<- the default" in lines[1]
+    assert lines[0].startswith("Models by name")  # the table of every name first, then the shipped models
+    s = next(i for i, x in enumerate(lines) if x.startswith("Shipped models"))
+    assert lines[s + 1].split()[0] == "default" and "<- the default" in lines[s + 1]
     assert lines.index("") < next(i for i, x in enumerate(lines) if x.startswith("Architectures"))
     v = ferlab("--version")
     assert v.returncode == 0 and re.fullmatch(r"ferlab \d+\.\d+\.\d+", v.stdout.strip())

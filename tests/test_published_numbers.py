@@ -258,6 +258,9 @@ def test_the_model_table_is_the_record_and_ferlab_models_prints_it(capsys):
         assert [row[k] for k in bench.SETS] == [None if v is None else round(100 * v, 2) for v in acc.values()], name
         if name in shipped_models():
             assert row["ships"] and row["file_mb"] == round(weights_size(shipped_models()[name]) / 1e6, 1), name
+    readme_itself = (ROOT / "README.md").read_text()
+    for line in bench.readme_rows(rec):  # the README's table of models by name is the record's
+        assert line in readme_itself, f"not in the README: {line}"
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name, row in rec["rows"].items():
