@@ -35,6 +35,9 @@ def ship(name: str, src, config, summary: str, shipped_by: str, made_by: str | N
         meta["made_by"] = made_by
     else:
         meta["trained_by"] = f"ferlab train {Path(config).relative_to(ROOT) if Path(config).is_absolute() else config}"
+    for m in meta.get("ensemble", {}).get("members", []):  # the package names no path of this machine
+        if Path(m["path"]).is_absolute() and Path(m["path"]).is_relative_to(ROOT):
+            m["path"] = str(Path(m["path"]).relative_to(ROOT))
     meta["valid"] = selection_accuracy(src, load_config(config)["data"])
     files = weight_files(src)  # a sharded model (an ensemble's further members) keeps its parts, renamed
     shards = [f.name.replace(src.stem + ".", name + ".", 1) for f in files[1:]]
