@@ -379,3 +379,60 @@ def test_the_shipped_landmark_net_agrees_with_dlib_on_a_real_face():
     box = FaceDetector("auto")(photo)[0].box
     nme = normalised_mean_error(net(photo, box)[None], DlibLandmarks()(photo, box)[None])[0]
     assert nme < 0.1, nme
+
+
+def test_resnet18_trunk_takes_ir50s_place_and_starts_from_a_trained_resnet18(tmp_path):
+    """image_backbone='resnet18': ferlab's ResNet-18 cut after 3 stages gives the map IR-50's 3 stages
+    give (256 channels at 1/8 of the input); a trained ferlab ResNet-18 starts it through
+    train.init_from (its stages 1-3 copied, the gray first convolution split over R, G, B), the
+    attention module stays as built; the trunk's output is the ResNet's own layer3 map."""
+    from ferlab.data.colour import GREY_FROM_RGB
+    from ferlab.engine.train import init_from_checkpoint
+    torch.manual_seed(0)
+    m = small_pcda(in_chans=3, img_size=48, image_backbone="resnet18").eval()
+    x = torch.randn(2, 3, 48, 48)
+    assert m.image_backbone(x).shape == (2, 256, 6, 6) and m.grid == 6
+    assert not any(k.startswith("image_backbone.net.layer4") or k.startswith("image_backbone.net.fc")
+                   for k in m.state_dict())
+    gray = create_model("resnet18", num_classes=3, in_chans=1, small_input=True).eval()
+    save_model(tmp_path / "r18", gray, {"arch": "resnet18", "labels": ["neutral", "happiness", "surprise"],
+                                        "model_kwargs": {"in_chans": 1, "small_input": True}})
+    rest_before = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("image_backbone.")}
+    init_from_checkpoint(m, tmp_path / "r18", "pcda", ["a", "b", "c"])
+    assert torch.equal(m.image_backbone.net.layer3[1].conv2.weight, gray.net.layer3[1].conv2.weight)
+    split = gray.net.conv1.weight * torch.tensor(GREY_FROM_RGB).view(1, 3, 1, 1)
+    assert torch.allclose(m.image_backbone.net.conv1.weight, split)
+    for k, v in m.state_dict().items():
+        if k in rest_before:
+            assert torch.equal(v, rest_before[k]), k
+    g = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():  # colour start = the gray ResNet's own layer3 on the face made gray
+        n = gray.net
+        ref = n.layer3(n.layer2(n.layer1(n.act1(n.bn1(n.conv1(g))))))
+        assert torch.allclose(m.image_backbone(g.expand(-1, 3, -1, -1)), ref, atol=1e-5)
+    out = m(x, return_aux=True)
+    assert out["logits"].shape == (2, 3) and m.gradcam_layer() is m.image_backbone.net.layer3
+    with pytest.raises(ValueError, match="image_backbone"):
+        small_pcda(image_backbone="vgg")
+
+
+def test_landmark_gray_shows_the_landmark_net_the_face_made_gray():
+    """landmark_gray=True: a colour face's landmark features are those of its gray version (OpenCV's
+    weights), i.e. what a gray-trained landmark net was trained on; without it the colour goes in."""
+    from pathlib import Path
+
+    import ferlab
+    from ferlab.data.colour import GREY_FROM_RGB
+    shipped = str(Path(ferlab.__file__).parent / "weights" / "landmarks_mobilefacenet68.safetensors")
+    torch.manual_seed(0)
+    m = small_pcda(in_chans=3, img_size=32, landmark_gray=True, landmark_file=shipped).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    g = (x * torch.tensor(GREY_FROM_RGB).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    with torch.no_grad():
+        a, b = m.landmark_features(x), m.landmark_features(g.expand(-1, 3, -1, -1))
+        scale = float(a.abs().max())
+        assert scale > 1e-3 and float((a - b).abs().max()) < 1e-4 * scale
+        plain = small_pcda(in_chans=3, img_size=32, landmark_file=shipped).eval()
+        plain.load_state_dict(m.state_dict())
+        assert float((plain.landmark_features(x) - a).abs().max()) > 0.05 * scale
+    assert "grey_from_rgb" not in m.state_dict()  # a constant, not a weight

@@ -23,6 +23,11 @@ image map's grid when they differ (CPU recipes use a smaller image input); the l
 the image at its own 112x112 input, gray repeated to 3 channels. `landmark_input="unit"` maps the
 model's (x - 0.5) / 0.5 input back to [0, 1] for landmark checkpoints trained on [0, 1] images.
 
+`image_backbone="resnet18"` puts the first 3 stages of ferlab's ResNet-18 where IR-50 stood (the same
+256-channel map at 1/8 of the input) so that a ferlab-trained ResNet-18 can start it when no
+face-recognition IR-50 is at hand (`train.init_from`); `landmark_gray=True` shows a gray-trained
+landmark net the colour face made gray.
+
 Weights: `pretrained_file` = IR-50 (ir50.pth or POSTER V2 layout) or a whole ferlab PCDA file;
 `landmark_file` = the landmark net (mobilefacenet_model_best.pth.tar layout, or ferlab's own from
 `ferlab landmarks train`). A frozen landmark net that was never trained is only useful for tests:
@@ -35,12 +40,46 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp, trunc_normal_
 
+from ..data.colour import GREY_FROM_RGB
 from .ir50 import IR50, ir50_key_map
 from .mobilefacenet import MobileFaceNetLandmarks, load_mobilefacenet_weights
 from .registry import register_model
 from .weights import adapt_and_load, read_state_dict, require_loaded
 
 HEATMAPS = ("max", "sum", "abs_sum", "conv")
+IMAGE_BACKBONES = ("ir50", "resnet18")
+
+
+class ResNetTrunk(nn.Module):
+    """The first `num_stages` stages of ferlab's ResNet-18 (timm's, small-input stem: no max-pool),
+    the stand-in for IR-50 when no face-recognition IR-50 is at hand: 3 stages give a 256-channel
+    map at 1/8 of the input, the width and grid IR-50's 3 stages give. Keys as ferlab's `resnet18`
+    (`net.conv1`, `net.layer1` ...), so a trained ferlab ResNet-18 starts it (`train.init_from`)."""
+
+    def __init__(self, in_chans: int = 3, num_stages: int = 3):
+        super().__init__()
+        if not 1 <= num_stages <= 4:
+            raise ValueError(f"ResNet-18 has 4 stages; num_stages={num_stages}")
+        import timm
+        net = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=in_chans)
+        net.maxpool = nn.Identity()
+        for i in range(num_stages + 1, 5):
+            delattr(net, f"layer{i}")
+        del net.fc, net.global_pool
+        self.net, self.num_stages = net, num_stages
+        self.num_features = (64, 128, 256, 512)[num_stages - 1]
+        self.reduction = 2 ** num_stages
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return nn.ModuleList(getattr(self.net, f"layer{i}") for i in range(1, self.num_stages + 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.act1(n.bn1(n.conv1(x)))
+        for i in range(1, self.num_stages + 1):
+            x = getattr(n, f"layer{i}")(x)
+        return x
 
 
 class LandmarkHeatmap(nn.Module):
@@ -107,12 +146,23 @@ class PCDA(nn.Module):
                  depth: int = 2, num_heads: int = 12, mlp_ratio: float = 4.0, drop_rate: float = 0.5,
                  attn_drop_rate: float = 0.0, heatmap: str = "max", dot_attention: bool = True,
                  cross_attention: bool = True, image_stages: int = 3, landmark_stage: str = "conv_4",
-                 freeze_landmarks: bool = True, landmark_input: str = "pm1", freeze_backbone: bool = False):
+                 freeze_landmarks: bool = True, landmark_input: str = "pm1", freeze_backbone: bool = False,
+                 image_backbone: str = "ir50", landmark_gray: bool = False):
         super().__init__()
         if landmark_input not in ("pm1", "unit"):
             raise ValueError("landmark_input is 'pm1' ((x - 0.5) / 0.5, ferlab's) or 'unit' ([0, 1])")
+        if image_backbone not in IMAGE_BACKBONES:
+            raise ValueError(f"image_backbone {image_backbone!r}; one of {', '.join(IMAGE_BACKBONES)}")
         self.img_size, self.num_classes, self.embed_dim = int(img_size), num_classes, embed_dim
-        self.image_backbone = IR50(in_chans, num_stages=image_stages)
+        if image_backbone == "ir50":
+            self.image_backbone = IR50(in_chans, num_stages=image_stages)
+        else:
+            self.image_backbone = ResNetTrunk(in_chans, num_stages=image_stages)
+            self.trunk_from = {"resnet18": "image_backbone.net."}  # train.init_from: a ferlab ResNet-18
+        # a landmark net trained on gray faces reads a colour face made gray (OpenCV's weights)
+        self.landmark_gray = bool(landmark_gray) and in_chans == 3
+        if self.landmark_gray:
+            self.register_buffer("grey_from_rgb", torch.tensor(GREY_FROM_RGB).view(1, 3, 1, 1), persistent=False)
         self.landmark_net = MobileFaceNetLandmarks(in_chans=3)
         self.landmark_stage, self.landmark_input = landmark_stage, landmark_input
         self.freeze_landmarks = bool(freeze_landmarks)
@@ -125,7 +175,7 @@ class PCDA(nn.Module):
         grid = img_size // self.image_backbone.reduction
         if grid < 1 or img_size % self.image_backbone.reduction:
             raise ValueError(f"img_size {img_size} must be a multiple of {self.image_backbone.reduction} "
-                             f"for {image_stages} IR-50 stages")
+                             f"for {image_stages} {image_backbone} stages")
         self.grid = grid
         self.dot_attention = bool(dot_attention)
         self.heatmap = LandmarkHeatmap(heatmap, c_lm, c_img) if dot_attention else None
@@ -167,7 +217,10 @@ class PCDA(nn.Module):
 
     # -- timm-style model API ---------------------------------------------------------------------
     def landmark_net_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's (x - 0.5) / 0.5 input as the landmark net expects it."""
+        """The model's (x - 0.5) / 0.5 input as the landmark net expects it (made gray first with
+        `landmark_gray`: a per-channel-equal normalisation commutes with the gray weights)."""
+        if self.landmark_gray:
+            x = (x * self.grey_from_rgb).sum(1, keepdim=True)
         return x * 0.5 + 0.5 if self.landmark_input == "unit" else x
 
     def landmark_features(self, x: torch.Tensor) -> torch.Tensor:
