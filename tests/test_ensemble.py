@@ -76,6 +76,50 @@ def test_an_ensemble_keeps_each_further_member_in_a_file_of_its_own(tmp_path):
         load_model(tmp_path / "e")
 
 
+def test_an_ensemble_reads_members_that_ship_on_their_own_from_their_files(tmp_path):
+    """share_weights: a member that another model's file holds byte for byte (its int8 tensors, under
+    no prefix there or another ensemble's members.N.) is read from that file, not kept twice; the
+    model's outputs stay the same, its files beside it shrink to the rest, every file it reads counts
+    in its digest, and a changed or missing source is one clear error."""
+    from ferlab.engine.checkpoint import (CheckpointError, own_weight_files, share_weights, weight_files,
+                                          weights_sha256)
+    a_src, b_src = _tiny(tmp_path, "a0", 0), _tiny(tmp_path, "b0", 1, arch="fastnet_m")
+    for name, src in (("a", a_src), ("b", b_src)):  # the members as they ship: int8 files of their own
+        m, meta = load_model(src)
+        save_model(tmp_path / name, m, meta, int8=True)
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    write_ensemble([a, b], tmp_path / "e", weights=[3, 1], int8=True)
+    write_ensemble([b, a], tmp_path / "other", weights=[1, 1], int8=True)  # a is its members.1.
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        before = load_model(tmp_path / "e")[0](x)
+    unrelated = _tiny(tmp_path, "c", 5)
+    entries = share_weights(tmp_path / "e", [unrelated, b, tmp_path / "other"])
+    assert [(e["file"], e["take"], e["as"]) for e in entries] == [("b.safetensors", "", "members.1."),
+                                                                   ("other.member1.safetensors", "members.1.", "members.0.")]
+    assert [f.name for f in own_weight_files(tmp_path / "e")] == ["e.safetensors"]
+    assert not (tmp_path / "e.member1.safetensors").exists()
+    assert [f.name for f in weight_files(tmp_path / "e")] == ["e.safetensors", "b.safetensors", "other.member1.safetensors"]
+    assert (tmp_path / "e.safetensors").stat().st_size < 1000
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "e")[0](x), before, atol=0, rtol=0)
+    digest = weights_sha256(tmp_path / "e")
+    m, meta = load_model(tmp_path / "b")  # b made again: not the bytes the ensemble was made from
+    torch.manual_seed(9)
+    save_model(tmp_path / "b", create_model("fastnet_m", num_classes=3, in_chans=1), meta, int8=True)
+    assert weights_sha256(tmp_path / "e") != digest
+    with pytest.raises(CheckpointError, match="b.safetensors: changed since e.json"):
+        load_model(tmp_path / "e")
+    b.unlink()
+    with pytest.raises(CheckpointError, match="b.safetensors: no such weights file"):
+        load_model(tmp_path / "e")
+    meta = json.loads((tmp_path / "e.json").read_text())
+    meta["weights_from"][1]["file"] = "../other.member1.safetensors"
+    (tmp_path / "e.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="weights_from"):
+        load_model(tmp_path / "e")
+
+
 def test_an_ensemble_given_as_a_member_gives_its_members(tmp_path):
     """`ferlab ensemble E C`: E's members join C, each with its own temperature; the result is the
     weighted mean over all three, and provenance names each member inside E."""

@@ -253,7 +253,8 @@ def shipped_model_notes() -> list[tuple[str, str]]:
         if meta.get("arch") in (None, "mobilefacenet_landmarks"):
             continue
         name = f.name[:-len(".json")]
-        files = [f"{name}.safetensors"] + [n for n in meta.get("weight_shards", []) if isinstance(n, str)]
+        files = [f"{name}.safetensors"] + [n for n in meta.get("weight_shards", []) if isinstance(n, str)] \
+            + [e["file"] for e in meta.get("weights_from", []) if isinstance(e, dict) and isinstance(e.get("file"), str)]
         parts = [f.parent / n for n in files]
         size = f" {sum(p.stat().st_size for p in parts) / 1e6:.1f} MB" if all(p.is_file() for p in parts) else ""
         out.append((name, f"{meta.get('summary', meta['arch'])} [{meta['arch']},{size}]"

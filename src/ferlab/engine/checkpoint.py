@@ -84,20 +84,102 @@ def _safetensors_bytes(sd: dict[str, torch.Tensor]) -> bytes:
     return save({k: v.contiguous() for k, v in sd.items()}, metadata={"format": "pt"})
 
 
-def weight_files(path) -> list[Path]:
-    """The files that hold a model's weights: PATH.safetensors, then the shards its description
+def own_weight_files(path) -> list[Path]:
+    """The files that hold a model's own weights: PATH.safetensors, then the shards its description
     lists (plain file names beside it). A model without a description is its one file."""
     main = Path(path).with_suffix(".safetensors")
+    meta = _read_meta_quietly(main)
+    shards = meta.get("weight_shards", [])
+    if not isinstance(shards, list) or not all(_plain_name(n) and n != main.name for n in shards):
+        raise CheckpointError(f"{main.with_suffix('.json')}: 'weight_shards' must list file names beside it ending in .safetensors")
+    return [main] + [main.parent / n for n in shards]
+
+
+def weight_files(path) -> list[Path]:
+    """Every file a model's weights are read from: its own (own_weight_files), then the files of other
+    models beside it whose tensors it shares (`weights_from`: an ensemble whose members ship on their own)."""
+    main = Path(path).with_suffix(".safetensors")
+    return own_weight_files(main) + [main.parent / e["file"] for e in shared_weights(main)]
+
+
+def shared_weights(path) -> list[dict]:
+    """A model's `weights_from` entries, checked: {file: a .safetensors beside it, take: key prefix read
+    there, as: the prefix those keys get here, sha256: of that file when this model was written}."""
+    main = Path(path).with_suffix(".safetensors")
+    entries = _read_meta_quietly(main).get("weights_from", [])
+    ok = isinstance(entries, list) and all(
+        isinstance(e, dict) and _plain_name(e.get("file")) and e["file"] != main.name
+        and isinstance(e.get("take"), str) and isinstance(e.get("as"), str) and isinstance(e.get("sha256"), str)
+        for e in entries)
+    if not ok:
+        raise CheckpointError(f"{main.with_suffix('.json')}: 'weights_from' must list {{file, take, as, sha256}} "
+                              "with file names beside it ending in .safetensors")
+    return entries
+
+
+def _plain_name(n) -> bool:
+    return isinstance(n, str) and Path(n).name == n and n.endswith(".safetensors")
+
+
+def _read_meta_quietly(main: Path) -> dict:
     jpath = main.with_suffix(".json")
     try:
         meta = json.loads(jpath.read_text()) if jpath.is_file() else {}
     except ValueError:
         meta = {}
-    shards = meta.get("weight_shards", []) if isinstance(meta, dict) else []
-    if not isinstance(shards, list) or not all(isinstance(n, str) and Path(n).name == n and n.endswith(".safetensors")
-                                               and n != main.name for n in shards):
-        raise CheckpointError(f"{jpath}: 'weight_shards' must list file names beside it ending in .safetensors")
-    return [main] + [main.parent / n for n in shards]
+    return meta if isinstance(meta, dict) else {}
+
+
+def file_sha256(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def share_weights(path, sources) -> list[dict]:
+    """Rewrite the model at PATH so that every group of its tensors (an ensemble's member:
+    `members.N.`) that one file of another model holds byte for byte, under whichever prefix there, is
+    read from that file instead of kept twice (`weights_from`; the source files must stay beside it, and a
+    changed source is refused at load). `sources`: model paths beside PATH. Returns the entries."""
+    main = Path(path).with_suffix(".safetensors")
+    meta = load_meta(main)
+    sd = {}
+    for f in own_weight_files(main):
+        sd.update(read_safetensors(f))
+    groups = sorted({k.split(".", 2)[0] + "." + k.split(".", 2)[1] + "." for k in sd if k.startswith("members.")})
+    entries, taken = [], set()
+    src_files = []
+    for src in sources:
+        sfile = Path(src).with_suffix(".safetensors")
+        if sfile.parent.resolve() != main.parent.resolve():
+            raise CheckpointError(f"{sfile}: a model whose weights are shared must sit beside {main.name}")
+        src_files += own_weight_files(sfile)  # each of a sharded model's files on its own
+    for sfile in src_files:
+        other = read_safetensors(sfile)
+        takes = [""] + sorted({k.split(".", 2)[0] + "." + k.split(".", 2)[1] + "." for k in other if k.startswith("members.")})
+        for g in groups:
+            if g in taken:
+                continue
+            mine = {k[len(g):]: v for k, v in sd.items() if k.startswith(g)}
+            for t in takes:
+                theirs = {k[len(t):]: v for k, v in other.items() if k.startswith(t)}
+                if theirs.keys() == mine.keys() and all(v.dtype == theirs[k].dtype and v.shape == theirs[k].shape
+                                                        and torch.equal(v, theirs[k]) for k, v in mine.items()):
+                    entries.append({"file": sfile.name, "take": t, "as": g, "sha256": file_sha256(sfile)})
+                    taken.add(g)
+                    break
+    if not entries:
+        return []
+    for f in own_weight_files(main)[1:]:
+        f.unlink()
+    rest = {k: v for k, v in sd.items() if not any(k.startswith(g) for g in taken)}
+    meta = {k: v for k, v in meta.items() if k not in ("weight_shards", "weights_from")}
+    meta["weights_from"] = entries
+    write_weights(main, rest, meta)
+    return entries
 
 
 def weights_sha256(path) -> str:
@@ -146,10 +228,16 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{jpath}: model_kwargs do not build a {meta['arch']} ({e})") from None
     sd = {}
-    for f in weight_files(wpath):
+    parts = [(f, None) for f in own_weight_files(wpath)] + [(wpath.parent / e["file"], e) for e in shared_weights(wpath)]
+    for f, shared in parts:
         if not f.is_file():
             raise CheckpointError(f"{f}: no such weights file (a part of the weights that {jpath.name} lists)")
         part = read_safetensors(f)
+        if shared is not None:  # another model's file: the tensors under `take`, renamed to `as`
+            if file_sha256(f) != shared["sha256"]:
+                raise CheckpointError(f"{f}: changed since {jpath.name} was made from it (its SHA-256 differs); "
+                                      f"make {wpath.stem} again from the new file")
+            part = {shared["as"] + k[len(shared["take"]):]: v for k, v in part.items() if k.startswith(shared["take"])}
         if set(part) & set(sd):
             raise CheckpointError(f"{f}: holds weights another of the model's files holds too, e.g. {min(set(part) & set(sd))}")
         sd.update(part)
