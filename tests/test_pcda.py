@@ -436,3 +436,29 @@ def test_landmark_gray_shows_the_landmark_net_the_face_made_gray():
         plain.load_state_dict(m.state_dict())
         assert float((plain.landmark_features(x) - a).abs().max()) > 0.05 * scale
     assert "grey_from_rgb" not in m.state_dict()  # a constant, not a weight
+
+
+@pytest.mark.parametrize("n_in,n_out", [(14, 6), (14, 7), (14, 3), (5, 4), (14, 14)])
+def test_landmark_map_pooling_is_adaptive_average_pooling(n_in, n_out):
+    """The landmark map goes to the image grid by fixed averaging matrices (exportable to ONNX), the
+    same numbers as PyTorch's adaptive average pooling."""
+    from ferlab.models.pcda import adaptive_pool_matrix
+    f = torch.randn(2, 3, n_in, n_in)
+    m = adaptive_pool_matrix(n_in, n_out)
+    torch.testing.assert_close(torch.einsum("ih,bchw,jw->bcij", m, f, m), F.adaptive_avg_pool2d(f, n_out))
+
+
+def test_a_48px_pcda_exports_to_onnx_with_the_same_outputs(tmp_path):
+    """PCDA at 48 px (landmark map 14x14 pooled to the 6x6 image grid) runs on ONNX Runtime."""
+    import onnxruntime as ort
+
+    from ferlab.engine.onnx_runtime import export_onnx
+    torch.manual_seed(0)
+    m = small_pcda(in_chans=3, img_size=48, image_backbone="resnet18", landmark_gray=True).eval()
+    meta = {"arch": "pcda", "labels": ["a", "b", "c"], "preprocess": {"img_size": 48, "channels": 3, "mean": 0.5, "std": 0.5}}
+    path = export_onnx(m, meta, tmp_path / "p.onnx")
+    x = torch.randn(2, 3, 48, 48)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, m(x).numpy(), atol=1e-4, rtol=1e-4)

@@ -50,6 +50,16 @@ HEATMAPS = ("max", "sum", "abs_sum", "conv")
 IMAGE_BACKBONES = ("ir50", "resnet18")
 
 
+def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in): row i averages the inputs PyTorch's adaptive average pooling gives output i,
+    [floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))."""
+    m = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
 class ResNetTrunk(nn.Module):
     """The first `num_stages` stages of ferlab's ResNet-18 (timm's, small-input stem: no max-pool),
     the stand-in for IR-50 when no face-recognition IR-50 is at hand: 3 stages give a 256-channel
@@ -228,8 +238,12 @@ class PCDA(nn.Module):
         xl = self.landmark_net_input(x)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_landmarks):
             f = self.landmark_net.forward_features(xl, self.landmark_stage)
-        if f.shape[-1] != self.grid or f.shape[-2] != self.grid:
-            f = F.adaptive_avg_pool2d(f, self.grid)
+        h, w = int(f.shape[-2]), int(f.shape[-1])  # fixed by the landmark net's input (14 x 14)
+        if h != self.grid or w != self.grid:
+            # adaptive average pooling written as two fixed averaging matrices: the same numbers, and
+            # ONNX can export it (its AdaptiveAvgPool needs sizes that divide)
+            rows, cols = adaptive_pool_matrix(h, self.grid).to(f), adaptive_pool_matrix(w, self.grid).to(f)
+            f = torch.einsum("ih,bchw,jw->bcij", rows, f, cols)
         return f
 
     def dot_product_attention(self, f_img: torch.Tensor, f_lm: torch.Tensor):
