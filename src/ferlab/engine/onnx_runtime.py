@@ -34,6 +34,8 @@ def export_onnx(model: torch.nn.Module, meta: dict, path: os.PathLike) -> Path:
     try:
         with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: it exports these models
             warnings.simplefilter("ignore", DeprecationWarning)
+            # and the tracer's notes on shapes read as numbers: a model's input size is fixed by its description
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(model, args, buf, input_names=names, output_names=["logits"],
                               dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
                               dynamo=False, opset_version=17)
