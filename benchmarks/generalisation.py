@@ -121,14 +121,16 @@ def readme_rows(record: dict) -> list[str]:
     return acc + cal
 
 
-LEAD = (("shipped default (two ResNet-18s on FER+, ExpW and SFEW: 64 px colour and 48 px gray, int8)", "default"),
+LEAD = (("shipped default (a ResNet-18, `dan` and `pcda`, each trained on FER+, ExpW and SFEW, combined; int8)", "default"),
         ("`--model fast` (fastnet_l, 48 px gray, distilled from the default on FER+, ExpW and SFEW, int8)", "shipped_fast"),
         ("`--model fast_ferplus` (fastnet_l distilled from the FER+-only ResNet-18, the fast model before, int8)",
          "ferplus_fast"),
         ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"),
         ("`--model dan` (DAN, paper 001: a ResNet-18 with 4 attention heads, 64 px colour, on FER+, ExpW and SFEW, int8)",
          "dan_multisource"),
-        ("`--model ensemble` (the shipped models combined: the default's colour ResNet-18 and `dan`, int8)",
+        ("`--model pcda` (PCDA, paper 003: ResNet-18 stages and a landmark net, dual attention, 48 px colour, on FER+, ExpW and SFEW, int8)",
+         "pcda_multisource"),
+        ("`--model ensemble` (two of the default's three networks: its ResNet-18 and `dan`, int8)",
          "ensemble_default_dan"))
 
 

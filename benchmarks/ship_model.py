@@ -40,6 +40,9 @@ def ship(name: str, src, config, summary: str, shipped_by: str, made_by: str | N
         if Path(m["path"]).is_absolute() and Path(m["path"]).is_relative_to(ROOT):
             m["path"] = str(Path(m["path"]).relative_to(ROOT))
     meta["valid"] = selection_accuracy(src, load_config(config)["data"])
+    if (WEIGHTS / f"{name}.json").is_file():  # the files of the model shipped under this name before go
+        for f in own_weight_files(WEIGHTS / name):
+            f.unlink(missing_ok=True)
     files = own_weight_files(src)  # a sharded model (an ensemble's further members) keeps its parts, renamed
     shards = [f.name.replace(src.stem + ".", name + ".", 1) for f in files[1:]]
     for f, new in zip(files, [f"{name}.safetensors", *shards]):

@@ -37,6 +37,11 @@ def test_shipped_models_are_there_each_file_under_20_mb_and_their_sizes_in_the_r
             assert f.is_file() and f.stat().st_size < 20 * 10 ** 6, f
         row = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
         assert row and f"{weights_size(path) / 1e6:.1f} MB" in row[0], (name, row)
+    # the package's weights, each file once (an ensemble reads its members' files, it does not copy them)
+    import ferlab
+    pkg = Path(ferlab.__file__).parent
+    files = [*(pkg / "weights").glob("*.safetensors"), *(pkg / "faces" / "blazeface_models").glob("*.tflite")]
+    assert f"Every weight file above, each stored once: {sum(f.stat().st_size for f in files) / 1e6:.1f} MB together." in readme
 
 
 def test_demo_astronaut_is_happy(tmp_path):

@@ -113,7 +113,7 @@ def test_faces_from_elsewhere_tables_are_published_as_recorded():
     eligible = {k: gen.elsewhere_mean(r) for k, r in rows.items()
                 if "sfew_val_crop" in r and r["ferplus_test"]["accuracy"] >= 0.86}
     # the default is the best eligible row as shipped (int8, temperature): that row or its shipped form
-    shipped_from = "colour_gray_ensemble"
+    shipped_from = "ensemble_default_dan_pcda"
     assert max(eligible, key=eligible.get) in ("default", shipped_from)
     assert "default" in eligible and abs(eligible["default"] - eligible[shipped_from]) < 0.005
     d, f = rows["default"], rows["ferplus_default"]
@@ -129,12 +129,11 @@ def test_faces_from_elsewhere_tables_are_published_as_recorded():
     shipped = json.loads((Path(__file__).resolve().parents[1] / "src" / "ferlab" / "weights" / "default.json").read_text())
     assert f"{shipped['temperature']:.2f}" == f"{d['temperature']:.2f}"
     assert f"temperature of {d['temperature']:.2f}" in text
-    # the ensemble's members and weights as searched; its colour member the interpolation the scan chose
-    assert shipped["arch"] == "ensemble" and shipped["ensemble"]["weights"] == pytest.approx([0.8, 0.2])
-    assert shipped["ensemble"]["chosen_on"]["weights"] == [0.8, 0.2]
-    scan = json.loads((RESULTS / "wise_ft_resnet18_colour64_multisource_wise.json").read_text())
-    assert scan["chosen_alpha"] == 0.8 and "wise_ft_resnet18_colour64_multisource_wise.json" in \
-        shipped["ensemble"]["members"][0]["made_by"]
+    # the ensemble's members and weights as searched (the gray ResNet-18 of the default before: weight 0)
+    assert shipped["arch"] == "ensemble" and shipped["ensemble"]["weights"] == pytest.approx([0.3, 0.6, 0.1])
+    assert shipped["ensemble"]["chosen_on"]["weights"] == [0.3, 0.0, 0.6, 0.1]
+    assert [m["name"] for m in shipped["ensemble"]["members"]] == ["default/colour64", "dan", "pcda"]
+    assert shipped["ensemble"]["chosen_on"]["left_out"] == ["default/gray48"]
     assert f"{100 * shipped['valid']['per_source_accuracy']['ferplus']:.2f}%" == f"{100 * d['ferplus_valid']['accuracy']:.2f}%"
 
 
