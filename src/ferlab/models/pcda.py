@@ -35,6 +35,8 @@ the recipes name a landmark file.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -50,46 +52,38 @@ HEATMAPS = ("max", "sum", "abs_sum", "conv")
 IMAGE_BACKBONES = ("ir50", "resnet18")
 
 
+@functools.lru_cache(maxsize=None)
 def adaptive_pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in): row i averages the inputs PyTorch's adaptive average pooling gives output i,
-    [floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))."""
-    m = torch.zeros(n_out, n_in)
-    for i in range(n_out):
-        lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
-        m[i, lo:hi] = 1.0 / (hi - lo)
-    return m
+    """(n_out, n_in): row i averages the inputs PyTorch's adaptive average pooling gives output i
+    (that pooling applied to the identity; made once per size pair)."""
+    return F.adaptive_avg_pool1d(torch.eye(n_in)[None], n_out)[0].T.contiguous()
 
 
 class ResNetTrunk(nn.Module):
     """The first `num_stages` stages of ferlab's ResNet-18 (timm's, small-input stem: no max-pool),
     the stand-in for IR-50 when no face-recognition IR-50 is at hand: 3 stages give a 256-channel
-    map at 1/8 of the input, the width and grid IR-50's 3 stages give. Keys as ferlab's `resnet18`
-    (`net.conv1`, `net.layer1` ...), so a trained ferlab ResNet-18 starts it (`train.init_from`)."""
+    map at 1/8 of the input, the width and grid IR-50's 3 stages give. timm's `features_only` cut
+    keeps ferlab's `resnet18` key names (`net.conv1`, `net.layer1` ...), so a trained ferlab
+    ResNet-18 starts it (`train.init_from`)."""
 
     def __init__(self, in_chans: int = 3, num_stages: int = 3):
         super().__init__()
         if not 1 <= num_stages <= 4:
             raise ValueError(f"ResNet-18 has 4 stages; num_stages={num_stages}")
         import timm
-        net = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=in_chans)
-        net.maxpool = nn.Identity()
-        for i in range(num_stages + 1, 5):
-            delattr(net, f"layer{i}")
-        del net.fc, net.global_pool
-        self.net, self.num_stages = net, num_stages
-        self.num_features = (64, 128, 256, 512)[num_stages - 1]
-        self.reduction = 2 ** num_stages
+        self.net = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(num_stages,),
+                                     in_chans=in_chans)
+        self.net.maxpool = nn.Identity()
+        self.num_stages = num_stages
+        self.num_features = self.net.feature_info.channels()[-1]
+        self.reduction = 2 ** num_stages  # the stem's stride 2, then each stage after the first
 
     @property
     def blocks(self) -> nn.ModuleList:
         return nn.ModuleList(getattr(self.net, f"layer{i}") for i in range(1, self.num_stages + 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.net
-        x = n.act1(n.bn1(n.conv1(x)))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(n, f"layer{i}")(x)
-        return x
+        return self.net(x)[-1]
 
 
 class LandmarkHeatmap(nn.Module):
