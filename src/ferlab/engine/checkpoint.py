@@ -130,13 +130,20 @@ def _read_meta_quietly(main: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def file_sha256(path) -> str:
+def file_sha256(*paths) -> str:
+    """The SHA-256 of the files' bytes, one after another."""
     import hashlib
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
+
+
+def _member_prefixes(keys) -> set[str]:
+    """`members.N.` of every ensemble member a state dict's keys hold."""
+    return {".".join(k.split(".", 2)[:2]) + "." for k in keys if k.startswith("members.")}
 
 
 def share_weights(path, sources) -> list[dict]:
@@ -149,7 +156,7 @@ def share_weights(path, sources) -> list[dict]:
     sd = {}
     for f in own_weight_files(main):
         sd.update(read_safetensors(f))
-    groups = sorted({k.split(".", 2)[0] + "." + k.split(".", 2)[1] + "." for k in sd if k.startswith("members.")})
+    groups = sorted(_member_prefixes(sd))
     entries, taken = [], set()
     src_files = []
     for src in sources:
@@ -159,7 +166,7 @@ def share_weights(path, sources) -> list[dict]:
         src_files += own_weight_files(sfile)  # each of a sharded model's files on its own
     for sfile in src_files:
         other = read_safetensors(sfile)
-        takes = [""] + sorted({k.split(".", 2)[0] + "." + k.split(".", 2)[1] + "." for k in other if k.startswith("members.")})
+        takes = [""] + sorted(_member_prefixes(other))
         for g in groups:
             if g in taken:
                 continue
@@ -184,13 +191,7 @@ def share_weights(path, sources) -> list[dict]:
 
 def weights_sha256(path) -> str:
     """The SHA-256 of a model's weights: of its one file, or of its files in order when it is sharded."""
-    import hashlib
-    h = hashlib.sha256()
-    for f in weight_files(path):
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return file_sha256(*weight_files(path))
 
 
 def weights_size(path) -> int:
