@@ -177,6 +177,44 @@ def test_aligned_cache_aligns_once_lists_misses_and_keys_on_the_input(two_faces,
         model_input_images(s2, 64, 3)  # not cached: needs the front end, which this test removed
 
 
+def test_photo_faces_keep_the_landmarks_they_were_aligned_with(two_faces):
+    """A landmark-reading model (RASA) trains on photos with the points the front end aligned each
+    face with, in the aligned crop's pixels, as the analyzer gives them at inference."""
+    from ferlab.data.readers import SampleList
+    from ferlab.engine.inputs import model_input_images, model_input_landmarks
+    from ferlab.faces.align import TEMPLATES, five_points
+    path, (left, right) = two_faces
+    s = SampleList([path, path, path], np.array([1, 1, 1]), CANONICAL,
+                   flags={"box": np.array([left, right, [0, 290, 10, 299]], np.float32),
+                          "input": np.array(["photo"] * 3)})
+    with pytest.raises(ValueError, match="model_input_images first"):
+        model_input_landmarks(s, 48)
+    imgs, ok = model_input_images(s, 48, 1)
+    assert ok.tolist() == [True, True, False] and np.isnan(s.flags["aligned_landmarks"][2]).all()
+    kept = s.subset(np.flatnonzero(ok))  # the faces a run keeps, their points carried along
+    pts = model_input_landmarks(kept, 48)
+    assert pts.shape == (2, 68, 2) and np.isfinite(pts).all() and (pts > -3).all() and (pts < 51).all()  # on the crop
+    # alignment put the eyes, nose and mouth corners on the template
+    for p in pts:
+        assert np.abs(five_points(p) - TEMPLATES["fer2013"] * 48).max() < 3.0
+    # the right face is the left one mirrored: its chin and nose tip are the mirror images of the left's
+    for i in (8, 30):
+        assert abs(pts[1, i, 0] - (47 - pts[0, i, 0])) < 1.5 and abs(pts[1, i, 1] - pts[0, i, 1]) < 1.5
+
+
+def test_a_landmark_model_trains_on_crops_and_photos_together(tmp_path, two_faces):
+    from ferlab.engine.config import load_config
+    from ferlab.engine.train import train
+    cfg = load_config(None, [f"data={json.dumps(crop_and_photo_sources(tmp_path, two_faces))}", "model.name=rasa",
+                             "model.kwargs={img_size: 48, patch_size: 8, embed_dim: 32, depth: 1, num_heads: 4}",
+                             "loss.name=bce", "schedule.epochs=1", "train.batch_size=8", "train.threads=1",
+                             f"train.out_dir={tmp_path / 'run'}", "train.progress=false",
+                             "train.select_on=[folder, photos]", "augment={flip: true}"])
+    r = train(cfg, log=lambda *_: None)
+    assert len(r["history"]) == 1 and set(r["history"][0]["valid_per_source"]) == {"folder", "photos"}
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
 def test_sampling_weights_draw_sources_in_proportion():
     from ferlab.engine.train import _epoch_order
     w = np.r_[np.ones(900), np.full(100, 3.0)]  # 100 faces of a source drawn 3x as often as 900 others

@@ -4,7 +4,8 @@ Pre-cropped faces (FER+, CK+48, ...) are decoded and resized (`data.arrays.load_
 (samples whose `flags["input"]` is "photo": ExpW, SFEW, photo folders) go through the face front end
 once and their aligned faces are cached (`faces.aligned_cache`). Both are cached on disk; a photo
 the front end misses, like an image that does not decode, is marked not ok and listed in the
-samples' `skipped` with its reason."""
+samples' `skipped` with its reason. The photos' landmarks (in the aligned crops' pixels) are kept in
+the samples' `flags["aligned_landmarks"]`, for models that read landmarks (`model_input_landmarks`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,7 @@ def model_input_images(samples, size: int, channels: int, framing: str = "fer201
         return load_images(samples, size, channels)
     from ..faces.aligned_cache import aligned_faces
     imgs = np.zeros((len(samples), channels, size, size), np.uint8)
+    points = np.full((len(samples), 68, 2), np.nan, np.float32)
     ok = np.zeros(len(samples), bool)
     crops = np.flatnonzero(~photos)
     if len(crops):
@@ -39,9 +41,31 @@ def model_input_images(samples, size: int, channels: int, framing: str = "fer201
         sub = samples.subset(rows)
         if name is not None:
             sub.source = str(name)
-        imgs[rows], ok[rows], misses = aligned_faces(sub, size, channels, framing, progress=progress)
+        imgs[rows], ok[rows], misses, points[rows] = aligned_faces(sub, size, channels, framing, progress=progress,
+                                                                   with_landmarks=True)
         samples.skipped.extend(misses)
+    samples.flags["aligned_landmarks"] = points  # subset() carries them along with the faces
     return imgs, ok
+
+
+def model_input_landmarks(samples, size: int) -> np.ndarray:
+    """(N, 68, 2) landmarks of the faces `model_input_images` gave (in pixels of the size x size
+    input): dlib's points on each pre-cropped face (cached), and for photos the points the front end
+    aligned them with, as the analyzer gives a model at inference."""
+    from ..faces import dataset_landmarks
+    photos = photo_mask(samples)
+    if not photos.any():
+        return dataset_landmarks(samples, size=size)[0]
+    aligned = samples.flags.get("aligned_landmarks")
+    if aligned is None:
+        raise ValueError("the landmarks of photos come with their aligned faces: read the samples with "
+                         "model_input_images first")
+    points = np.zeros((len(samples), 68, 2), np.float32)
+    points[photos] = aligned[photos]
+    crops = np.flatnonzero(~photos)
+    if len(crops):
+        points[crops] = dataset_landmarks(samples.subset(crops), size=size)[0]
+    return points
 
 
 def export_faces(splits: dict, size: int, channels: int, out_dir, framing: str = "fer2013", fmt: str = "png",

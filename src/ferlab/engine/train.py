@@ -33,7 +33,7 @@ from ..models.weights import WEIGHT_FILE_KWARGS
 from .checkpoint import RunCheckpoints, grey_weights_for_colour, load_model
 from .config import check_values
 from .evaluate import evaluate_checkpoint_on_split, predict_probs
-from .inputs import model_input_images, photo_mask
+from .inputs import model_input_images, model_input_landmarks
 from .metrics import classification_metrics
 from .sam import build_sam
 
@@ -332,13 +332,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             log(f"weights initialised from {tcfg['init_from']}")
     use_lm = needs_landmarks(model)
     landmarks = {}
-    if use_lm and any(photo_mask(s).any() for s in splits.values()):
-        raise ValueError(f"model {cfg['model']['name']} needs landmarks, which ferlab caches for face crops only; "
-                         "train it on crop datasets (front_end: false) or choose a model without landmarks")
-    if use_lm:  # from the landmark cache (computed once per dataset), in pixels of the resized images
-        from ..faces import dataset_landmarks
-        for name, s in splits.items():
-            landmarks[name] = dataset_landmarks(s, size=size)[0]
+    if use_lm:  # crops: the landmark cache (computed once per dataset); photos: the points they were aligned
+        for name, s in splits.items():  # with; in pixels of the model's input
+            landmarks[name] = model_input_landmarks(s, size)
     if world > 1 and rank == 0:
         dist.barrier()
     report_skipped = {n: s.skipped for n, s in splits.items() if s.skipped}

@@ -6,7 +6,8 @@ model's input size, colour and framing (`faces.frontend`, exactly what `FaceAnal
 aligned face is stored. The face taken from a photo is the one that matches the dataset's labelled
 box (`flags["box"]`, IoU at least 0.3) when the dataset gives one, else the largest. A photo the
 front end misses (no face, or none on the labelled box) is listed with its reason and left out,
-never cropped some other way.
+never cropped some other way. The face's 68 landmarks, in the aligned crop's pixels, are stored
+beside it: a model that reads landmarks (RASA) gets the points the analyzer would give it.
 
 The cache entry's key holds the photos (path, size, modification time), their labelled boxes, the
 input size, colour and framing, the detector and landmarker in use, and a digest of the front end's
@@ -55,7 +56,8 @@ def front_end_key(size: int, channels: int, framing: str = "fer2013", detector: 
     h.update(np.asarray(align.TEMPLATES.get(framing, np.zeros(0)), np.float32).tobytes())
     if boxes is not None:
         h.update(np.ascontiguousarray(boxes, np.float32).tobytes())
-    return f"aligned-{framing}-{size}-{channels}-aa{int(bool(antialias))}-{det.name}-{h.hexdigest()[:16]}"
+    # "aligned2": entries hold each face's landmarks too (an "aligned-" entry, without them, is never read)
+    return f"aligned2-{framing}-{size}-{channels}-aa{int(bool(antialias))}-{det.name}-{h.hexdigest()[:16]}"
 
 
 class _Worker:
@@ -68,7 +70,7 @@ class _Worker:
         self.size, self.channels, self.framing, self.antialias = size, channels, framing, antialias
 
     def __call__(self, path, box):
-        """(aligned uint8 (C, S, S), None) or (None, why it was left out)."""
+        """((aligned uint8 (C, S, S), its 68 points in crop pixels), None) or (None, why it was left out)."""
         from ..data.imageio import BadImageError, read_image
         from .frontend import MATCH_MIN_IOU, align_detections, detect_faces, pick_face
         try:
@@ -82,11 +84,11 @@ class _Worker:
                 return None, "no face found by the front end"
             return None, f"no detected face overlaps the labelled box (IoU >= {MATCH_MIN_IOU})"
         try:
-            crops, _, _ = align_detections(rgb, [dets[i]], self.lm, self.size, self.channels, self.framing,
-                                           self.antialias)
+            crops, points, _ = align_detections(rgb, [dets[i]], self.lm, self.size, self.channels, self.framing,
+                                                self.antialias)
         except ValueError as e:  # landmarks from which no alignment can be estimated
             return None, f"alignment failed: {e}"
-        return crops[0], None
+        return (crops[0], points[0]), None
 
 
 _WORKER = None
@@ -103,9 +105,11 @@ def _run_chunk(chunk):
 
 def aligned_faces(samples, size: int, channels: int, framing: str = "fer2013", detector: str = "auto",
                   landmarks: str | None = None, antialias: bool = True, workers: int | None = None,
-                  progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+                  progress: bool = True, with_landmarks: bool = False):
     """Every photo of `samples` through the front end (once; cached). Returns (images (N, C, S, S)
-    uint8, ok (N,), misses [(path, why)]) where `ok` marks the photos whose face was aligned."""
+    uint8, ok (N,), misses [(path, why)]) where `ok` marks the photos whose face was aligned; with
+    `with_landmarks` also the faces' 68 points (N, 68, 2) in the aligned crops' pixels (NaN where
+    not ok)."""
     n = len(samples)
     boxes = samples.flags.get("box")
     boxes = np.full((n, 4), np.nan, np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(n, 4)
@@ -133,16 +137,19 @@ def aligned_faces(samples, size: int, channels: int, framing: str = "fer2013", d
                     bar.update(len(r))
         bar.close()
         imgs = np.zeros((n, channels, size, size), np.uint8)
+        points = np.zeros((n, 68, 2), np.float32)
         ok = np.zeros(n, bool)
         why = []
-        for i, (crop, reason) in enumerate(results):
-            if crop is None:
+        for i, (face, reason) in enumerate(results):
+            if face is None:
                 why.append(reason)
             else:
-                imgs[i], ok[i] = crop, True
+                (imgs[i], points[i]), ok[i] = face, True
                 why.append("")
-        return {"images": imgs, "ok": ok, "why": np.array(why, dtype=str)}
+        return {"images": imgs, "landmarks": points, "ok": ok, "why": np.array(why, dtype=str)}
 
     out = cached_arrays(key, samples.paths, compute)
     misses = [(str(p), str(w)) for p, w, o in zip(samples.paths, out["why"].tolist(), out["ok"]) if not o]
+    if with_landmarks:
+        return out["images"], out["ok"], misses, np.where(out["ok"][:, None, None], out["landmarks"], np.nan)
     return out["images"], out["ok"], misses
