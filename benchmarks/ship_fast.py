@@ -1,14 +1,16 @@
-"""Ship the fast student distilled from the ensemble default as `fast`.
+"""Ship the fast student distilled from the three-network default as `fast`.
 
-    cp src/ferlab/weights/fast.safetensors src/ferlab/weights/fast_ferplus.safetensors   # the FER+-only
-    cp src/ferlab/weights/fast.json src/ferlab/weights/fast_ferplus.json                 # fast, kept by name
-    ferlab train configs/fastnet_l_distill_multisource_from_ensemble_20ep.yaml train.threads=1
-    ferlab export runs/fastnet_l_distill_multisource_from_ensemble_20ep/best runs/fast_ship/fast --int8
-    ferlab calibrate runs/fast_ship/fast          # its own selection splits: FER+ valid and ExpW valid
-    .venv/bin/python benchmarks/ship_fast.py runs/fast_ship/fast
+    ferlab train configs/fastnet_l_distill_multisource_from_default3_20ep.yaml   # caches the teacher's logits
+    mkdir -p runs/fast_gray48 && for x in safetensors json; do                  # the 48x48 gray student it starts from
+      git show e5aa259:src/ferlab/weights/fast.$x > runs/fast_gray48/fast.$x; done
+    ferlab train configs/fastnet_l_colour64_distill_multisource_from_default3.yaml
+    ferlab export runs/fastnet_l_colour64_distill_multisource_from_default3/best runs/fast_ship64/fast --int8
+    ferlab calibrate runs/fast_ship64/fast        # its own selection splits: FER+ valid and ExpW valid
+    .venv/bin/python benchmarks/ship_fast.py runs/fast_ship64/fast
 
-Copies the model to src/ferlab/weights/fast.{safetensors,json} with a summary and the shipped
-weights' accuracy on the selection splits (which `ferlab serve` reports).
+(The FER+-only fast ships as `fast_ferplus`; the colour student starts from the 48x48 gray student
+shipped as `fast` before it.) Copies the model to src/ferlab/weights/fast.{safetensors,json} with a
+summary and the shipped weights' accuracy on the selection splits (which `ferlab serve` reports).
 """
 import json
 import sys
@@ -16,9 +18,9 @@ from pathlib import Path
 
 from ship_model import ROOT, ship  # benchmarks/ship_model.py, beside this script
 
-CONFIG = ROOT / "configs" / "fastnet_l_distill_multisource_from_ensemble_20ep.yaml"
-SUMMARY = ("a small CNN (48x48 gray) distilled for speed on FER+, ExpW and SFEW from the two-ResNet-18 default "
-           "shipped before, about 7x faster per face than one ResNet-18")
+CONFIG = ROOT / "configs" / "fastnet_l_colour64_distill_multisource_from_default3.yaml"
+SUMMARY = ("a small CNN (64x64 colour) distilled for speed on FER+, ExpW and SFEW from the three-network default, "
+           "about 2 ms per face on one CPU thread")
 
 
 def main(src):
