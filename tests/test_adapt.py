@@ -82,6 +82,12 @@ def test_adapt_writes_a_model_every_command_takes(photos, tmp_path):
         assert res.json()["faces"][0]["label"] in meta["labels"]
 
 
+def model_input_shape(meta: dict) -> tuple[int, int, int]:
+    """(channels, size, size) of a model file's input, from its json."""
+    pre = meta["preprocess"]
+    return int(pre["channels"]), int(pre["img_size"]), int(pre["img_size"])
+
+
 def test_only_these_labels_and_new_labels(photos, tmp_path):
     from ferlab import adapt
     from ferlab.engine.checkpoint import load_model
@@ -90,7 +96,7 @@ def test_only_these_labels_and_new_labels(photos, tmp_path):
     model, meta = load_model(r.path)
     assert meta["labels"] == ["neutral", "happiness"]
     import torch
-    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 2)
+    assert model(torch.zeros(1, *model_input_shape(meta))).shape == (1, 2)
     # a label the base does not know: refused without --new-labels, a new output with it
     pain = tmp_path / "pain_photos"
     for name, seed in (("happy", 0), ("Pain", 5)):
@@ -207,7 +213,7 @@ def test_the_recipe_moves_only_what_its_mode_names():
     base, meta = load_model(resolve_model("fast"))
     norm = {"mean": meta["preprocess"]["mean"], "std": meta["preprocess"]["std"]}
     rng = np.random.RandomState(0)
-    x = rng.randint(0, 255, (16, 1, 48, 48)).astype(np.uint8)
+    x = rng.randint(0, 255, (16, *model_input_shape(meta))).astype(np.uint8)
     y = np.arange(16) % 2
     for mode in ("head", "last", "full"):
         model = load_model(resolve_model("fast"))[0]
@@ -250,4 +256,4 @@ def test_an_ensemble_adapts_through_its_lead_member(photos, tmp_path):
     ens = load_model(tmp_path / "ens")[0]
     assert ens.gradcam_layer() is ens.members[0].gradcam_layer()
     with torch.no_grad():
-        assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
+        assert model(torch.zeros(1, *model_input_shape(meta))).shape == (1, 8)
