@@ -202,7 +202,7 @@ def test_photo_faces_keep_the_landmarks_they_were_aligned_with(two_faces):
         assert abs(pts[1, i, 0] - (47 - pts[0, i, 0])) < 1.5 and abs(pts[1, i, 1] - pts[0, i, 1]) < 1.5
 
 
-def test_a_landmark_model_trains_on_crops_and_photos_together(tmp_path, two_faces):
+def test_a_landmark_model_trains_on_crops_and_photos_and_evaluates(tmp_path, two_faces, monkeypatch):
     from ferlab.engine.config import load_config
     from ferlab.engine.train import train
     cfg = load_config(None, [f"data={json.dumps(crop_and_photo_sources(tmp_path, two_faces))}", "model.name=rasa",
@@ -213,6 +213,20 @@ def test_a_landmark_model_trains_on_crops_and_photos_together(tmp_path, two_face
     r = train(cfg, log=lambda *_: None)
     assert len(r["history"]) == 1 and set(r["history"][0]["valid_per_source"]) == {"folder", "photos"}
     assert (tmp_path / "run" / "best.safetensors").is_file()
+    # evaluating it later reads the photos' points from their aligned faces: dlib never sees a photo as a crop
+    import ferlab.faces
+    from ferlab.data.arrays import load_splits
+    from ferlab.engine.evaluate import evaluate_checkpoint_on_split
+    seen = []
+
+    def recording(samples, *args, **kw):
+        seen.extend(str(p) for p in samples.paths)
+        return real(samples, *args, **kw)
+    real = ferlab.faces.dataset_landmarks
+    monkeypatch.setattr(ferlab.faces, "dataset_landmarks", recording)
+    valid = load_splits(cfg["data"])["valid"]
+    m = evaluate_checkpoint_on_split(tmp_path / "run" / "best", valid)
+    assert set(m["per_source"]) == {"folder", "photos"} and seen and str(two_faces[0]) not in seen
 
 
 def test_sampling_weights_draw_sources_in_proportion():

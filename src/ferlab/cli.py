@@ -469,9 +469,10 @@ def cmd_tsne(a):
 
     from .app.analyzer import resolve_model
     from .app.explain import feature_embedding, tsne_figure
-    from .data.arrays import load_images, load_splits, standardise
+    from .data.arrays import load_splits, standardise
     from .engine.checkpoint import load_model
     from .engine.config import load_config
+    from .engine.inputs import model_input_images, model_input_landmarks
     from .models import model_args, needs_landmarks
     path = resolve_model(a.model)
     model, meta = load_model(path)
@@ -482,14 +483,13 @@ def cmd_tsne(a):
         raise UserError(f"the data has no {a.split!r} split ({', '.join(splits)})")
     s = splits[a.split]
     pre = meta["preprocess"]
-    imgs, ok = load_images(s, pre["img_size"], pre["channels"])
+    imgs, ok = model_input_images(s, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))  # photos aligned
     idx = np.flatnonzero(ok)
     if a.max_images and len(idx) > a.max_images:
         idx = np.sort(np.random.RandomState(0).permutation(idx)[:a.max_images])
     lms = None
-    if needs_landmarks(model):  # RASA: the cached dlib points of the same faces
-        from .faces import dataset_landmarks
-        lms = dataset_landmarks(s, size=pre["img_size"])[0]
+    if needs_landmarks(model):  # RASA: the points of the same faces (dlib's on crops, the aligning ones on photos)
+        lms = model_input_landmarks(s, pre["img_size"])
     feats = []
     for i in range(0, len(idx), 256):
         b = idx[i:i + 256]

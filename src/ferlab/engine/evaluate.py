@@ -11,6 +11,7 @@ import torch
 from ..data.arrays import load_splits, restrict_labels, standardise
 from ..models import model_args, needs_landmarks
 from .checkpoint import load_model
+from .inputs import model_input_images, model_input_landmarks
 from .metrics import classification_metrics, expected_calibration_error, write_confusion, write_json, write_predictions
 
 
@@ -50,15 +51,16 @@ def evaluate_checkpoint_on_split(ckpt, samples, images_u8=None, out_prefix=None,
     pre = meta["preprocess"]
     labels = tuple(meta["labels"])
     samples = restrict_labels(samples, labels)
-    if needs_landmarks(model) and landmarks is None:
-        from ..faces import dataset_landmarks  # cached per dataset, in pixels of the resized images
-        landmarks = dataset_landmarks(samples, size=pre["img_size"])[0]
+    want_landmarks = needs_landmarks(model) and landmarks is None
     if images_u8 is None or len(images_u8) != len(samples):
-        from .inputs import model_input_images
         images_u8, ok = model_input_images(samples, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
+        if want_landmarks:  # of every sample (the caches' keys), then of the faces kept
+            landmarks = model_input_landmarks(samples, pre["img_size"])
         keep = np.flatnonzero(ok)
         samples, images_u8 = samples.subset(keep), images_u8[keep]
         landmarks = None if landmarks is None else landmarks[keep]
+    elif want_landmarks:
+        landmarks = model_input_landmarks(samples, pre["img_size"])
     # reported numbers come from float32 inference, as users run the model (no autocast)
     probs = predict_probs(model, images_u8, pre, device, 256, None, landmarks, float(meta.get("temperature", 1.0)))
     y, pred = samples.labels, probs.argmax(1)
