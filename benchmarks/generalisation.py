@@ -38,6 +38,7 @@ import numpy as np
 from ferlab.app.analyzer import FaceAnalyzer, shipped_models
 from ferlab.app.photo_eval import evaluate_crops, evaluate_photos, read_photo_dataset
 from ferlab.data.arrays import load_images, load_splits, restrict_labels
+from ferlab.engine.inputs import model_input_landmarks
 from ferlab.engine.metrics import classification_metrics, expected_calibration_error
 from ferlab.engine.profiling import git_commit, machine_info, now_utc
 
@@ -56,7 +57,10 @@ def ferplus_probs(fa: FaceAnalyzer, split):
     imgs, ok = load_images(s, fa.pre["img_size"], fa.pre["channels"])
     keep = np.flatnonzero(ok)
     s, imgs = s.subset(keep), imgs[keep]
-    return s, np.concatenate([fa.predict_tensor(imgs[i:i + 512]) for i in range(0, len(imgs), 512)])
+    # a landmark model (RASA) reads dlib's cached points of each crop, as in training
+    pts = model_input_landmarks(s, fa.pre["img_size"]) if fa.needs_landmarks else None
+    return s, np.concatenate([fa.predict_tensor(imgs[i:i + 512], None if pts is None else pts[i:i + 512])
+                              for i in range(0, len(imgs), 512)])
 
 
 def ferplus_scores(fa: FaceAnalyzer, splits: dict) -> dict:

@@ -227,6 +227,19 @@ def test_a_landmark_model_trains_on_crops_and_photos_and_evaluates(tmp_path, two
     valid = load_splits(cfg["data"])["valid"]
     m = evaluate_checkpoint_on_split(tmp_path / "run" / "best", valid)
     assert set(m["per_source"]) == {"folder", "photos"} and seen and str(two_faces[0]) not in seen
+    # the generalisation benchmark scores a landmark model's crops with dlib's cached points of each crop
+    from conftest import load_script
+    from ferlab.app.analyzer import FaceAnalyzer
+    from ferlab.data.arrays import load_images
+    from ferlab.faces import dataset_landmarks
+    gen = load_script("benchmarks/generalisation.py")
+    fa = FaceAnalyzer(str(tmp_path / "run" / "best"))
+    crops = load_splits({"dataset": "folder", "root": str(tmp_path / "crops"), "labels": "basic7", "img_size": 48,
+                         "channels": 1})["valid"]
+    s, probs = gen.ferplus_probs(fa, crops)
+    imgs, _ = load_images(s, 48, 1)
+    assert probs.shape == (len(crops), 7)
+    np.testing.assert_allclose(probs, fa.predict_tensor(imgs, dataset_landmarks(s, size=48)[0]), atol=1e-5)
 
 
 def test_sampling_weights_draw_sources_in_proportion():
