@@ -240,6 +240,13 @@ def test_a_landmark_model_trains_on_crops_and_photos_and_evaluates(tmp_path, two
     imgs, _ = load_images(s, 48, 1)
     assert probs.shape == (len(crops), 7)
     np.testing.assert_allclose(probs, fa.predict_tensor(imgs, dataset_landmarks(s, size=48)[0]), atol=1e-5)
+    # calibrating it and scoring it on its selection splits read the same points (they raised before)
+    from ferlab.engine.calibration import calibrate
+    from ferlab.engine.ensemble import selection_accuracy
+    rep = calibrate(tmp_path / "run" / "best", cfg["data"], write=False, log=lambda *_: None)
+    assert rep["n"] > 0 and set(rep["per_source"]) == {"folder", "photos"} and rep["after"]["temperature"] > 0
+    sel = selection_accuracy(tmp_path / "run" / "best", cfg["data"])
+    assert set(sel["per_source_accuracy"]) == {"folder", "photos"} and sel["n"] == rep["n"]
 
 
 def test_sampling_weights_draw_sources_in_proportion():

@@ -24,7 +24,8 @@ from ..data.arrays import load_splits, restrict_labels
 from ..data.cache import atomic_write_bytes
 from .checkpoint import load_meta, load_model
 from .evaluate import predict_logits
-from .inputs import model_input_images
+from ..models import needs_landmarks
+from .inputs import model_input_images, model_input_landmarks
 from .metrics import expected_calibration_error
 
 
@@ -87,7 +88,8 @@ def calibrate(model_path, data_cfg: dict | None = None, write: bool = True, log=
     imgs, ok = model_input_images(valid, pre["img_size"], pre["channels"], pre.get("framing", "fer2013"))
     keep = np.flatnonzero(ok)
     valid, imgs = valid.subset(keep), imgs[keep]
-    logits = predict_logits(model, imgs, pre, torch.device("cpu"))
+    points = model_input_landmarks(valid, pre["img_size"]) if needs_landmarks(model) else None
+    logits = predict_logits(model, imgs, pre, torch.device("cpu"), landmarks=points)
     src = valid.flags.get("source")
     weights = None
     if src is not None:  # several sources: each counts the same, as in model selection

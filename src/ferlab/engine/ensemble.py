@@ -22,11 +22,12 @@ import torch
 
 from ..data.colour import same_normalisation
 from ..data.arrays import restrict_labels
+from ..models import needs_landmarks
 from ..models.ensemble import ProbabilityEnsemble
 from .calibration import selection_split
 from .checkpoint import load_model, save_model, weights_sha256
 from .evaluate import predict_probs
-from .inputs import model_input_images
+from .inputs import model_input_images, model_input_landmarks
 
 INPUT_KEYS = ("img_size", "channels", "mean", "std", "framing")
 
@@ -139,7 +140,8 @@ def selection_accuracy(path, data_cfg: dict) -> dict:
     by majority, ExpW valid through the front end): what a shipped model's JSON records as `valid`."""
     model, meta = load_model(path)
     valid, imgs = selection_faces(meta, data_cfg)
-    probs = predict_probs(model, imgs, meta["preprocess"], torch.device("cpu"))
+    points = model_input_landmarks(valid, meta["preprocess"]["img_size"]) if needs_landmarks(model) else None
+    probs = predict_probs(model, imgs, meta["preprocess"], torch.device("cpu"), landmarks=points)
     s = selection_score(probs, valid.labels, valid.flags["source"])
     return {"n": int(len(valid)), "accuracy": float(np.mean(probs.argmax(1) == valid.labels)), "selection": s["score"],
             "per_source_accuracy": s["per_source"],
