@@ -135,7 +135,9 @@ LEAD = (("shipped default (a ResNet-18, `dan` and `pcda`, each trained on FER+, 
         ("`--model pcda` (PCDA, paper 003: ResNet-18 stages and a landmark net, dual attention, 48 px colour, on FER+, ExpW and SFEW, int8)",
          "pcda_multisource"),
         ("`--model ensemble` (two of the default's three networks: its ResNet-18 and `dan`, int8)",
-         "ensemble_default_dan"))
+         "ensemble_default_dan"),
+        ("`--model rasa` (RASA, paper 000: landmark patches through a transformer, 96 px colour, from scratch on "
+         "FER+, ExpW and SFEW, int8)", "rasa_multisource"))
 
 
 def lead_rows(record: dict, fer: dict) -> list[str]:
