@@ -137,7 +137,9 @@ LEAD = (("shipped default (a ResNet-18, `dan` and `pcda`, each trained on FER+, 
         ("`--model ensemble` (two of the default's three networks: its ResNet-18 and `dan`, int8)",
          "ensemble_default_dan"),
         ("`--model rasa` (RASA, paper 000: landmark patches through a transformer, 96 px colour, from scratch on "
-         "FER+, ExpW and SFEW, int8)", "rasa_multisource"))
+         "FER+, ExpW and SFEW, int8)", "rasa_multisource"),
+        ("`--model convcut` (Conv-cut, paper 004: ConvNeXt cut after stage 2 and Detail Extraction, 64 px colour, from "
+         "scratch on FER+, ExpW and SFEW, int8)", "convcut_multisource"))
 
 
 def lead_rows(record: dict, fer: dict) -> list[str]:
