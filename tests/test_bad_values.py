@@ -42,7 +42,7 @@ CASES = [  # (argv, extra environment, text the one error line must hold)
     (["predict", IMG, "--upsample", "two"], {}, "is not a whole number"),
     (["predict", IMG, "--min-score", "nan"], {}, "not a finite number"),
     (["predict", IMG, "--detector", "yolo"], {}, "invalid choice"),
-    (["predict", IMG, "--model", "convcut"], {}, "is an architecture"),  # one that does not ship
+    (["predict", IMG, "--model", "swin_t"], {}, "is an architecture"),  # one that does not ship (a baseline)
     (["predict", IMG, "--model", "{d}/nothing.safetensors"], {}, "no such model file"),
     (["predict", IMG, "--model", "{d}/mismatch.safetensors"], {}, "do not match"),
     (["predict", IMG, "--model", "{d}/otherarch.safetensors"], {}, "do not match"),
