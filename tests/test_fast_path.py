@@ -25,6 +25,19 @@ def test_onnx_backend_gives_the_pytorch_probabilities():
     assert np.abs(flip_a.predict_tensor(crops) - flip_b.predict_tensor(crops)).max() < 1e-4
 
 
+def test_every_shipped_model_runs_on_onnx_runtime_as_on_pytorch():
+    """Each name --model takes (the papers' models included: RASA with its two inputs, the ensembles
+    with their members) exports to ONNX Runtime and gives PyTorch's probabilities on a real face."""
+    from ferlab.app.analyzer import shipped_models
+    img = data.astronaut()
+    for name in shipped_models():
+        a, b = FaceAnalyzer(name, backend="onnx"), FaceAnalyzer(name, backend="torch")
+        assert a.backend == "onnx", name
+        fa, fb = a.analyze(img), b.analyze(img)
+        assert fa[0]["label"] == fb[0]["label"] == "happiness", name
+        assert max(abs(fa[0]["probs"][k] - fb[0]["probs"][k]) for k in a.labels) < 1e-4, name
+
+
 def test_the_export_is_made_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "cache"))
     FaceAnalyzer(backend="onnx")
