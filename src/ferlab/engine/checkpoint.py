@@ -326,8 +326,9 @@ def fault_point(name: str) -> None:
 class RunCheckpoints:
     """The resumable state of a run folder, one atomic unit per epoch.
 
-    Epoch N's unit is the folder OUT/checkpoints/epoch-NNNN: the model (last.safetensors + .json),
-    the training state (state.pt), the history, and best.* when that epoch is the best so far. It is
+    Epoch N's unit is the folder OUT/checkpoints/epoch-NNNN: the model (last.safetensors + .json; one
+    weights file whatever the model's weight_shards, which apply when it is exported), the training
+    state (state.pt), the history, and best.* when that epoch is the best so far. It is
     written as epoch-NNNN.tmp and renamed when every file is on disk: the rename is the commit, so
     a kill at any instant leaves either the whole unit or none of it. Then the run's user-facing
     files (OUT/best.*, OUT/last.*, OUT/history.json, OUT/log.jsonl) are refreshed from the committed
@@ -380,9 +381,9 @@ class RunCheckpoints:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         if best_meta is not None:
-            save_model(tmp / "best", model, best_meta)
+            save_model(tmp / "best", model, best_meta, shards={})  # a run's models stay one file each
             fault_point(f"after_best:{epoch}")
-        save_model(tmp / "last", model, {**meta, "epoch": epoch})
+        save_model(tmp / "last", model, {**meta, "epoch": epoch}, shards={})
         fault_point(f"after_last:{epoch}")
         save_train_state(tmp / "state.pt", state)
         atomic_write_bytes(tmp / "history.json", json.dumps(history, indent=1).encode())
