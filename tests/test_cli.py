@@ -99,6 +99,16 @@ def test_every_shipped_model_finds_the_astronaut_happy_by_name(tmp_path, astrona
         assert rep["model"] == str(path) and rep["results"][0]["faces"][0]["label"] == "happiness", name
 
 
+def test_each_of_the_five_papers_models_ships_under_its_name():
+    """The five papers' models are usable by name without training: RASA, DAN, Swin-SE, PCDA, Conv-cut."""
+    from ferlab.app.analyzer import shipped_models
+    from ferlab.engine.checkpoint import load_meta
+    shipped = shipped_models()
+    for name in ("rasa", "dan", "swin_se", "pcda", "convcut"):
+        assert name in shipped, f"{name} does not ship"
+        assert load_meta(shipped[name])["arch"] == name
+
+
 @pytest.mark.parametrize("content,msg", [(None, "no such file"), (b"", "empty file"), (b"GIF89a-junk", "not an image")])
 def test_single_bad_input_is_one_message(tmp_path, content, msg):
     f = tmp_path / "x.png"

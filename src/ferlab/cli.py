@@ -281,7 +281,8 @@ def model_table_lines() -> list[str]:
         ships = f"ship ({r['file_mb']:.1f} MB)" if r["ships"] else r["how"]
         out.append(f"  {name:17s} {r['paper']:18s} {pct(r['ferplus_test']):>5s} {pct(r['sfew_val']):>5s} "
                    f"{pct(r['expw_test']):>5s} {pct(r['twperformers']):>5s} {r['params_m']:6.1f}M {r['ms_per_face']:7.1f}  {ships}")
-    return out + ["  (- : not measured; the papers' models not shipped were trained on FER+ only)", ""]
+    unshipped = any(not r["ships"] for r in t["rows"].values())
+    return out + (["  (- : not measured; the papers' models not shipped were trained on FER+ only)"] if unshipped else []) + [""]
 
 
 def cmd_models(a):
