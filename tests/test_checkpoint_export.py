@@ -25,6 +25,26 @@ def test_save_load_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temp files left behind by the atomic writes
 
 
+
+def test_weights_past_the_file_limit_continue_in_part_files(tmp_path):
+    """A ResNet-18 (44.7 MB in float32) written with a 20 MB limit: the main file and two parts, each
+    under the limit, listed in the description; loading reads them all and gives the same outputs.
+    Without a limit (a training run) it is one file."""
+    from ferlab.engine.checkpoint import MAX_WEIGHT_FILE_BYTES, own_weight_files
+    torch.manual_seed(0)
+    m = create_model("resnet18", num_classes=3, in_chans=1).eval()
+    save_model(tmp_path / "big", m, _meta(), max_file_bytes=MAX_WEIGHT_FILE_BYTES)
+    files = own_weight_files(tmp_path / "big")
+    assert [f.name for f in files] == ["big.safetensors", "big.part1.safetensors", "big.part2.safetensors"]
+    assert all(f.stat().st_size <= MAX_WEIGHT_FILE_BYTES for f in files)
+    assert json.loads((tmp_path / "big.json").read_text())["weight_shards"] == [f.name for f in files[1:]]
+    x = torch.randn(2, 1, 48, 48)
+    torch.testing.assert_close(load_model(tmp_path / "big")[0](x), m(x))
+    save_model(tmp_path / "one", m, _meta())
+    assert len(own_weight_files(tmp_path / "one")) == 1
+    save_model(tmp_path / "small", m, _meta(), int8=True, max_file_bytes=MAX_WEIGHT_FILE_BYTES)  # 11.2 MB: one file
+    assert len(own_weight_files(tmp_path / "small")) == 1
+
 def test_export_half_and_onnx(tmp_path):
     import onnxruntime as ort
     torch.manual_seed(0)

@@ -28,13 +28,13 @@ def astronaut_file(tmp_path_factory):
 
 def test_shipped_models_are_there_each_file_under_20_mb_and_their_sizes_in_the_readme():
     from ferlab.app.analyzer import shipped_models
-    from ferlab.engine.checkpoint import weight_files, weights_size
+    from ferlab.engine.checkpoint import MAX_WEIGHT_FILE_BYTES, weight_files, weights_size
     p = default_model_path()
     assert p.is_file() and p.with_suffix(".json").is_file()
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name, path in shipped_models().items():
         for f in weight_files(path):
-            assert f.is_file() and f.stat().st_size < 20 * 10 ** 6, f
+            assert f.is_file() and f.stat().st_size <= MAX_WEIGHT_FILE_BYTES, f
         row = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
         assert row and f"{weights_size(path) / 1e6:.1f} MB" in row[0], (name, row)
     # the package's weights, each file once (an ensemble reads its members' files, it does not copy them)

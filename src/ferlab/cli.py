@@ -379,14 +379,14 @@ def cmd_export(a):
     from pathlib import Path
 
     from .app.analyzer import resolve_model
-    from .engine.checkpoint import load_model, save_model
+    from .engine.checkpoint import MAX_WEIGHT_FILE_BYTES, load_model, save_model
     from .models import needs_landmarks
     model, meta = load_model(resolve_model(a.checkpoint))
     out = Path(a.out)
     meta = {**meta, "exported_from": str(a.checkpoint),
             "dtype": "int8 weights (per-channel scales)" if a.int8 else "float16" if a.half else "float32"}
     meta.pop("config", None) if a.drop_config else None
-    save_model(out, model, meta, half=a.half, int8=a.int8)
+    save_model(out, model, meta, half=a.half, int8=a.int8, max_file_bytes=MAX_WEIGHT_FILE_BYTES)
     print(f"wrote {out.with_suffix('.safetensors')} and {out.with_suffix('.json')}")
     if a.onnx:
         from .engine.onnx_runtime import export_onnx

@@ -20,6 +20,12 @@ class CheckpointError(ValueError):
     pass
 
 
+# The most an export (`ferlab export`, `ferlab ensemble`) writes to PATH.safetensors: the tensors past
+# it continue in PATH.part1.safetensors, PATH.part2... (the shipped package keeps every file under it,
+# a test checks; training runs write one file whatever the size)
+MAX_WEIGHT_FILE_BYTES = 20 * 10 ** 6
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -42,13 +48,14 @@ def _half_if_it_fits(v: torch.Tensor) -> torch.Tensor:
 
 
 def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: bool = False,
-               shards: dict[str, str] | None = None) -> None:
+               shards: dict[str, str] | None = None, max_file_bytes: int | None = None) -> None:
     """Write PATH.safetensors and PATH.json (meta: arch, labels, preprocessing, config).
     half: float tensors as float16. int8: weight matrices and kernels as int8 with one float scale
     per output channel (KEY + '.int8_scale'), the other float tensors as float16 (for shipping), or
     float32 for a tensor whose values float16 cannot hold.
     shards: {NAME: key prefix}: those tensors go to PATH.NAME.safetensors instead (by default, the
-    model's own `weight_shards()`: an ensemble keeps each further member in a file of its own)."""
+    model's own `weight_shards()`: an ensemble keeps each further member in a file of its own).
+    max_file_bytes: see write_weights."""
     sd = {}
     for k, v in _unwrap(model).state_dict().items():
         v = v.detach().cpu()
@@ -58,13 +65,23 @@ def save_model(path, model: nn.Module, meta: dict, half: bool = False, int8: boo
             sd[k] = _half_if_it_fits(v) if (half or int8) and v.is_floating_point() else v
     if shards is None:
         shards = _unwrap(model).weight_shards() if hasattr(_unwrap(model), "weight_shards") else {}
-    write_weights(path, sd, meta, shards)
+    write_weights(path, sd, meta, shards, max_file_bytes)
 
 
-def write_weights(path, sd: dict[str, torch.Tensor], meta: dict, shards: dict[str, str] | None = None) -> None:
+def _split_by_size(sd: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    """`sd` cut into groups of at most `max_bytes` of tensors each (less 1 % for the file's header),
+    by huggingface_hub's splitter (a tensor larger than that is a group of its own)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    split = split_torch_state_dict_into_shards(sd, max_shard_size=int(max_bytes * 0.99))
+    return [{k: sd[k] for k in names} for names in split.filename_to_tensors.values()]
+
+
+def write_weights(path, sd: dict[str, torch.Tensor], meta: dict, shards: dict[str, str] | None = None,
+                  max_file_bytes: int | None = None) -> None:
     """Write a model's tensors and description atomically: the tensors under each shard's key prefix
     to PATH.NAME.safetensors (listed in the description's `weight_shards`), the rest to
-    PATH.safetensors, the description last."""
+    PATH.safetensors, continued in PATH.part1.safetensors, ... where they pass `max_file_bytes`;
+    the description last."""
     main = Path(path).with_suffix(".safetensors")
     meta = {k: v for k, v in meta.items() if k != "weight_shards"}
     rest, names = dict(sd), []
@@ -73,6 +90,10 @@ def write_weights(path, sd: dict[str, torch.Tensor], meta: dict, shards: dict[st
         if not part:
             raise CheckpointError(f"shard {name!r}: no tensor starts with {prefix!r}")
         names.append(f"{main.stem}.{name}.safetensors")
+        atomic_write_bytes(main.parent / names[-1], _safetensors_bytes(part))
+    rest, *more = _split_by_size(rest, max_file_bytes) if max_file_bytes else [rest]
+    for i, part in enumerate(more, 1):
+        names.append(f"{main.stem}.part{i}.safetensors")
         atomic_write_bytes(main.parent / names[-1], _safetensors_bytes(part))
     atomic_write_bytes(main, _safetensors_bytes(rest))
     if names:

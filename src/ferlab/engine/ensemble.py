@@ -25,7 +25,7 @@ from ..data.arrays import restrict_labels
 from ..models import needs_landmarks
 from ..models.ensemble import ProbabilityEnsemble
 from .calibration import selection_split
-from .checkpoint import load_model, save_model, weights_sha256
+from .checkpoint import MAX_WEIGHT_FILE_BYTES, load_model, save_model, weights_sha256
 from .evaluate import predict_probs
 from .inputs import model_input_images, model_input_landmarks
 
@@ -213,7 +213,7 @@ def write_ensemble(paths, out, weights=None, data_cfg: dict | None = None, step:
                                       "temperature": float(mt.get("temperature", 1.0))} for _, mt, p in members],
                          "weights": model.member_weights.tolist(), "chosen_on": report or "given"},
             **({"dtype": "int8 weights (per-channel scales)"} if int8 else {})}
-    save_model(out, model, meta, int8=int8)
+    save_model(out, model, meta, int8=int8, max_file_bytes=MAX_WEIGHT_FILE_BYTES)
     return meta
 
 

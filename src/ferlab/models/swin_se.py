@@ -89,13 +89,6 @@ class SwinSE(nn.Module):
     def gradcam_layer(self) -> nn.Module:
         return self.swin.layers[-1]
 
-    def weight_shards(self) -> dict[str, str]:
-        """Where a saved Swin-SE keeps its weights: the last stage (half of Swin-T's parameters) in a
-        file of its own (MODEL.last_stage.safetensors), the rest in the model's file, so that no
-        file of the shipped int8 Swin-T passes 20 MB."""
-        n = len(self.swin.layers)
-        return {"last_stage": f"swin.layers.{n - 1}."} if n > 1 else {}
-
 
 def load_swin_weights(model: SwinSE, path) -> dict:
     """Load a ferlab Swin-SE checkpoint, or a timm / Microsoft Swin checkpoint into the backbone."""
