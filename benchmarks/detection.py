@@ -44,7 +44,8 @@ TW = ROOT.parent / "shared" / "data" / "twperformers"
 # portrait heads, which the detectors rightly find)
 BACKGROUNDS = ["coffee", "rocket", "gravel", "brick", "grass", "hubble_deep_field", "moon", "page", "text",
                "chessboard_RGB", "motorcycle_left", "clock_motion", "ihc", "retina", "colorwheel", "horse", "cell"]
-DETECTORS = {"blazeface": dict(method="blazeface"), "blazeface-full": dict(method="blazeface-full"),
+DETECTORS = {"blazeface": dict(method="blazeface"), "blazeface-tiles": dict(method="blazeface", schedule="tiles"),
+             "blazeface-full": dict(method="blazeface-full"),
              "hog": dict(method="hog"), "haar": dict(method="haar")}
 
 

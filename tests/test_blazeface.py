@@ -80,13 +80,38 @@ def test_every_square_up_to_the_overlap_lies_inside_one_tile(h, w, tile, overlap
 
 
 def test_small_frames_get_as_few_tiles_as_their_faces_need(detector):
-    """A 640x480 frame keeps 3 levels x 50 % overlap (4 whole-frame views + 35 + 6 tiles); on a
-    256x256 photo the whole frame finds faces from 64 px, so the 160 px tiles need overlap by only
-    64 px: 2 x 2 tiles, not 3 x 3."""
+    """The tile schedule: a 640x480 frame keeps 3 levels x 50 % overlap (4 whole-frame views + 35 +
+    6 tiles); on a 256x256 photo the whole frame finds faces from 64 px, so the 160 px tiles need
+    overlap by only 64 px: 2 x 2 tiles, not 3 x 3."""
     n_whole = len(detector.WHOLE_FRAME_PADS)
     assert len(detector.windows(480, 640)) == n_whole + 35 + 6
     small = detector.windows(256, 256)
     assert len(small) == n_whole + 4 and sorted({w[2] for w in small}) == [160, 256]
+
+
+def test_the_scaled_schedule_sees_each_face_size_level_once(detector):
+    """The default schedule: one pass per level, the frame resized so that the level's smallest face
+    (40 px, then 80 px) covers a quarter of the 128 px input: 0.8x and 0.4x for 640x480, 0.8x for a
+    256 px photo, none for a 96 px crop; a level keeps faces up to 0.7 of its tile side."""
+    assert detector.levels(480, 640) == [(0.8, pytest.approx(112.0)), (0.4, pytest.approx(224.0))]
+    assert detector.levels(256, 256) == [(0.8, pytest.approx(112.0))]
+    assert detector.levels(96, 96) == []
+    assert bf.BlazeFaceDetector("short", min_face=80).levels(480, 640) == [(0.4, pytest.approx(224.0))]
+    assert bf.BlazeFaceDetector("short", tiles=False).levels(480, 640) == []
+    with pytest.raises(ValueError, match="unknown detection schedule"):
+        bf.BlazeFaceDetector("short", schedule="pyramid")
+
+
+def test_a_larger_input_decodes_like_the_networks_own(astronaut, detector):
+    """The network is fully convolutional: the astronaut letterboxed into 128 px, and the same
+    canvas doubled to 256 px, give the same face (its box in canvas pixels scales by 2)."""
+    canvas = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    b1, k1, s1 = detector._net(canvas)
+    b2, k2, s2 = detector._net(cv2.resize(canvas, (256, 256), interpolation=cv2.INTER_LINEAR))
+    assert bf.ssd_anchors((256, 192), (8, 16, 16, 16), 2).shape == (32 * 24 * 2 + 16 * 12 * 6, 2)
+    best1, best2 = b1[np.argmax(s1)], b2[np.argmax(s2)]
+    np.testing.assert_allclose(best2 / 2, best1, atol=4)
+    np.testing.assert_allclose(k2[np.argmax(s2)] / 2, k1[np.argmax(s1)], atol=4)
 
 
 def test_finds_the_astronaut_with_plausible_keypoints(astronaut, detector):
@@ -212,17 +237,17 @@ def test_the_networks_ship_inside_ferlab_and_a_missing_one_is_never_silent(tmp_p
 
 def _passes_and_faces(detector, rgb, **kw):
     calls = []
-    run = detector._run
+    run = detector._net
 
     def counted(*a, **k):
         calls.append(1)
         return run(*a, **k)
-    detector._run = counted
+    detector._net = counted
     try:
         faces = detector(rgb, **kw)
         return len(calls), faces
     finally:
-        detector._run = run
+        detector._net = run
 
 
 def _same_faces(a, b, iou=0.8):
@@ -236,17 +261,17 @@ def _same_faces(a, b, iou=0.8):
 
 def test_the_padded_views_are_skipped_beside_a_large_face_and_find_the_same_faces(astronaut, detector):
     """A portrait (the face half the frame): the unpadded view finds it, so the three padded views
-    are skipped (5 passes, not 8) and the faces are those of every view; a crop that is all face
-    keeps its face too."""
+    are skipped (2 passes, not 5: the whole frame and one finer level) and the faces are those of
+    every view; a crop that is all face keeps its face too."""
     d = detector(astronaut)[0]
     x0, y0, x1, y1 = (int(v) for v in d.box)
     cx, cy, side = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0)
     portrait = cv2.resize(astronaut[max(0, cy - side):cy + side, max(0, cx - side):cx + side], (256, 256),
                           interpolation=cv2.INTER_AREA)
-    n_all = len(detector.windows(256, 256))
+    n_all = len(detector.WHOLE_FRAME_PADS) + len(detector.levels(256, 256))
     n_skip, fast = _passes_and_faces(detector, portrait)
     n_full, full = _passes_and_faces(detector, portrait, skip_padded=False)
-    assert n_full >= n_all and n_skip == n_full - (len(detector.WHOLE_FRAME_PADS) - 1)
+    assert n_full >= n_all and n_skip == n_full - (len(detector.WHOLE_FRAME_PADS) - 1) and n_skip <= 3
     assert len(fast) == 1 and _same_faces(fast, full)
     crop = cv2.resize(astronaut[y0:y1, x0:x1], (96, 96), interpolation=cv2.INTER_AREA)  # all face
     n_skip, fast = _passes_and_faces(detector, crop)
@@ -294,3 +319,58 @@ def test_quieting_native_stderr_from_many_threads_gives_the_process_its_stderr_b
     for t in threads:
         t.join()
     assert os.path.samestat(os.fstat(2), before)
+
+
+def _pasted_faces(astronaut, detector, shape, placements):
+    """Copies of the astronaut's face (with some head around it) pasted on a flat frame ->
+    (frame, true boxes)."""
+    d = detector(astronaut)[0]
+    x0, y0, x1, y1 = (int(v) for v in d.box)
+    m = (x1 - x0) // 3
+    face = astronaut[y0 - m:y1 + m, x0 - m:x1 + m]
+    frame = np.full((*shape, 3), 90, np.uint8)
+    truth = []
+    for (x, y), side in placements:
+        full = int(side * face.shape[0] / (y1 - y0))
+        frame[y:y + full, x:x + full] = cv2.resize(face, (full, full), interpolation=cv2.INTER_AREA)
+        off = (full - side) // 2
+        truth.append((x + off, y + off, x + off + side, y + off + side))
+    return frame, truth
+
+
+def test_the_scaled_schedule_finds_the_tile_schedules_faces(astronaut, detector):
+    """The default schedule against the tile schedule (the reference, every tile at 50 % overlap):
+    the same faces, boxes within IoU 0.8, with fewer network pixels, on the astronaut, a 640x480
+    frame of faces from 48 to 150 px, and a 1280x960 frame whose finest level (1024x768) is cut
+    into chunks, faces lying across the chunks' overlap."""
+    tiles = bf.BlazeFaceDetector("short", schedule="tiles")
+    frames = [astronaut,
+              _pasted_faces(astronaut, detector, (480, 640), [((30, 40), 48), ((250, 40), 90), ((360, 220), 150)])[0],
+              _pasted_faces(astronaut, detector, (960, 1280), [((380, 300), 56), ((600, 420), 48), ((760, 560), 110),
+                                                               ((100, 700), 70), ((900, 80), 200)])[0]]
+    for frame in frames:
+        pixels = {}
+        for name, det in (("scaled", detector), ("tiles", tiles)):
+            seen = []
+            net = det._net
+            det._net = lambda canvas, net=net: (seen.append(canvas.shape[0] * canvas.shape[1]), net(canvas))[1]
+            try:
+                pixels[name] = (det(frame), sum(seen))
+            finally:
+                det._net = net
+        (scaled, n_scaled), (tiled, n_tiled) = pixels["scaled"], pixels["tiles"]
+        assert _same_faces(scaled, tiled) and _same_faces(tiled, scaled), ([f.box for f in scaled], [f.box for f in tiled])
+        assert n_scaled < n_tiled / 1.5
+    assert len(detector(frames[2])) == 5
+
+
+@pytest.mark.skipif(not (TW / "index.csv").is_file(), reason=f"twperformers not found at {TW}; CI has it")
+def test_the_scaled_schedule_finds_the_tile_schedules_faces_on_real_photos(detector):
+    """80 twperformers portraits (every 15th photo): the same faces, boxes within IoU 0.8, as the
+    tile schedule with every view."""
+    import csv
+    tiles = bf.BlazeFaceDetector("short", schedule="tiles")
+    for r in list(csv.DictReader(open(TW / "index.csv")))[::15]:
+        rgb = cv2.cvtColor(cv2.imread(str(TW / r["path"])), cv2.COLOR_BGR2RGB)
+        scaled, reference = detector(rgb), tiles(rgb, skip_padded=False)
+        assert _same_faces(scaled, reference) and _same_faces(reference, scaled), r["path"]

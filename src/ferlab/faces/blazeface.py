@@ -39,6 +39,7 @@ VARIANTS = {  # file, input side, SSD strides, anchors per cell per layer (2 wit
     "full": ("face_detection_full_range.tflite", 192, (4,), 1),
     "back": ("face_detection_back.tflite", 256, (16, 32, 32, 32), 2),
 }
+SCHEDULES = ("scaled", "tiles")  # how faces smaller than the whole-frame views find are looked for
 RAW_SCORE_LIMIT = 80.0  # logits are clipped before the sigmoid, as MediaPipe does
 NESTED = 0.7  # weighted_nms: a box this much inside a better one (over the smaller area) is a duplicate
 # BlazeFace box -> dlib-HOG-like box: (centre x, centre y) offsets in box sides, side scale
@@ -83,32 +84,37 @@ def model_dir() -> Path:
     return Path(__file__).resolve().parent / "blazeface_models"
 
 
-def ssd_anchors(input_size: int, strides, per_layer: int, offset: float = 0.5) -> np.ndarray:
-    """(N, 2) anchor centres in [0, 1], in the order the network's outputs come: feature maps of
-    consecutive layers with one stride share a grid; each cell holds per_layer anchors per layer."""
+def ssd_anchors(input_size, strides, per_layer: int, offset: float = 0.5) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1] of the input's width and height, in the order the network's
+    outputs come: feature maps of consecutive layers with one stride share a grid; each cell holds
+    per_layer anchors per layer. `input_size`: the side of a square input, or (height, width) (the
+    networks are fully convolutional: a larger input gives a larger grid of the same anchors)."""
+    height, width = (input_size, input_size) if np.isscalar(input_size) else input_size
     out, i = [], 0
     strides = list(strides)
     while i < len(strides):
         j = i
         while j < len(strides) and strides[j] == strides[i]:
             j += 1
-        n_grid = input_size // strides[i]
-        g = (np.arange(n_grid, dtype=np.float32) + offset) / n_grid
-        yy, xx = np.meshgrid(g, g, indexing="ij")
+        gy, gx = height // strides[i], width // strides[i]
+        yy, xx = np.meshgrid((np.arange(gy, dtype=np.float32) + offset) / gy,
+                             (np.arange(gx, dtype=np.float32) + offset) / gx, indexing="ij")
         centres = np.stack([xx.ravel(), yy.ravel()], 1)
         out.append(np.repeat(centres, per_layer * (j - i), axis=0))
         i = j
     return np.concatenate(out).astype(np.float32)
 
 
-def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, input_size: int,
+def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, input_size,
            min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Network outputs -> (boxes (K, 4) x0 y0 x1 y1, keypoints (K, 6, 2), scores (K,)) in [0, 1] of
-    the network's input, for the anchors scoring at least min_score. BlazeFace regresses the box
-    centre and size and six keypoints relative to a unit-size anchor, in input pixels."""
+    the network's input (`input_size`: a square input's side, or (height, width)), for the anchors
+    scoring at least min_score. BlazeFace regresses the box centre and size and six keypoints
+    relative to a unit-size anchor, in input pixels."""
+    height, width = (input_size, input_size) if np.isscalar(input_size) else input_size
     scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1), -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
     keep = np.flatnonzero(scores >= min_score)
-    r = raw_boxes.reshape(len(anchors), -1)[keep] / float(input_size)
+    r = raw_boxes.reshape(len(anchors), -1)[keep] / np.tile(np.array([width, height], np.float32), 8)
     a = anchors[keep]
     cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
     w, h = r[:, 2], r[:, 3]
@@ -170,7 +176,7 @@ class BlazeFaceDetector:
     MIN_FACE_FRACTION = 1 / 4
 
     def __init__(self, variant: str = "short", min_score: float = 0.5, nms_iou: float = 0.3,
-                 tiles: bool = True, min_face: int = 40, threads: int = 1):
+                 tiles: bool = True, min_face: int = 40, threads: int = 1, schedule: str = "scaled"):
         if variant not in VARIANTS:
             raise ValueError(f"unknown BlazeFace variant {variant!r} (known: {', '.join(VARIANTS)})")
         try:
@@ -191,8 +197,12 @@ class BlazeFaceDetector:
         outs = sorted(self._it.get_output_details(), key=lambda d: d["shape"][-1])  # scores (1), boxes (16)
         self._score_out, self._box_out = outs[0]["index"], outs[1]["index"]
         self.anchors = ssd_anchors(self.input_size, strides, per_layer)
+        self._strides, self._per_layer, self._path, self._threads = tuple(strides), per_layer, path, int(threads)
+        self._nets = {}  # (height, width) of a larger input -> (interpreter, in, score out, box out, anchors px)
         self.min_score, self.nms_iou = float(min_score), float(nms_iou)
-        self.tiles, self.min_face = bool(tiles), int(min_face)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown detection schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
+        self.tiles, self.min_face, self.schedule = bool(tiles), int(min_face), schedule
         # on tiled frames, candidates scoring under `confident` are kept only if a second,
         # centred look scores at least `verify_min`; those between `confident` and `sure` need only
         # be seen at all in the second look (a small "face" on the astronaut's mission patch, in the
@@ -251,6 +261,44 @@ class BlazeFaceDetector:
             return None
         return Detection((x0, y0, x1, y1), s, self.name, keypoints=k.astype(np.float32), landmark_box=hog_like_box(b, w, h))
 
+    # a larger input's sides are rounded up to a multiple of the network's coarsest stride; each
+    # shape gets an interpreter of its own, prepared once (re-allocating one costs more than a pass);
+    # the least recently used beyond MAX_NETS are let go
+    NET_MULTIPLE, MAX_NETS = 16, 6
+
+    def _interpreter(self, h: int, w: int):
+        """(interpreter, input index, score output, box output, anchors) for an h x w input."""
+        if (h, w) == (self.input_size, self.input_size):
+            return self._it, self._in, self._score_out, self._box_out, self.anchors
+        key = (h, w)
+        net = self._nets.pop(key, None)
+        if net is None:
+            from ai_edge_litert.interpreter import Interpreter
+            with _quiet_stderr():
+                it = Interpreter(model_path=str(self._path), num_threads=self._threads)
+                inp = it.get_input_details()[0]["index"]
+                it.resize_tensor_input(inp, [1, h, w, 3])
+                it.allocate_tensors()
+            outs = sorted(it.get_output_details(), key=lambda d: d["shape"][-1])
+            net = (it, inp, outs[0]["index"], outs[1]["index"], ssd_anchors((h, w), self._strides, self._per_layer))
+            while len(self._nets) >= self.MAX_NETS:
+                self._nets.pop(next(iter(self._nets)))
+        self._nets[key] = net  # most recently used last
+        return net
+
+    def _net(self, canvas: np.ndarray):
+        """One network pass over an RGB uint8 canvas (the network's own square input, or any sides
+        that are multiples of NET_MULTIPLE) -> boxes, keypoints in the canvas's pixels, scores."""
+        h, w = canvas.shape[:2]
+        it, inp, score_out, box_out, anchors = self._interpreter(h, w)
+        x = canvas.astype(np.float32) * (1 / 127.5) - 1.0
+        it.set_tensor(inp, x[None])
+        it.invoke()
+        boxes, kps, scores = decode(it.get_tensor(box_out)[0], it.get_tensor(score_out)[0], anchors, (h, w),
+                                    self.min_score)
+        size = np.array([w, h], np.float32)
+        return boxes * np.tile(size, 2), kps * size, scores
+
     def _run(self, rgb: np.ndarray, pad: float = 0.0):
         """One network pass over a whole image, letterboxed (with a replicated border of `pad`
         image sides around it) -> boxes, keypoints in the image's pixels, scores."""
@@ -264,15 +312,66 @@ class BlazeFaceDetector:
         px, py = (s - nw) // 2, (s - nh) // 2
         canvas = cv2.copyMakeBorder(small, py, s - nh - py, px, s - nw - px,
                                     cv2.BORDER_REPLICATE if pad else cv2.BORDER_CONSTANT, value=0)
-        x = canvas.astype(np.float32) * (1 / 127.5) - 1.0
-        self._it.set_tensor(self._in, x[None])
-        self._it.invoke()
-        boxes, kps, scores = decode(self._it.get_tensor(self._box_out)[0], self._it.get_tensor(self._score_out)[0],
-                                    self.anchors, s, self.min_score)
-        # input [0, 1] -> image pixels
-        boxes = (boxes * s - np.array([px, py, px, py], np.float32)) / scale
-        kps = (kps * s - np.array([px, py], np.float32)) / scale
+        boxes, kps, scores = self._net(canvas)
+        boxes = (boxes - np.array([px, py, px, py], np.float32)) / scale
+        kps = (kps - np.array([px, py], np.float32)) / scale
         return boxes, kps, scores
+
+    # a level's resized frame wider or taller than this (network pixels) is cut into overlapping
+    # chunks, so that no pass needs an input (and memory) the size of a 24 MP photo
+    MAX_VIEW = 640
+    # a level keeps faces up to this share of its tile side (network input side / scale)
+    LEVEL_LARGEST = 0.7
+
+    def levels(self, h: int, w: int) -> list[tuple[float, float]]:
+        """(scale, largest face side kept, in frame pixels) of each finer level of the "scaled"
+        schedule: one level per doubling of face size from `min_face` up to the sizes the
+        whole-frame views find, the frame resized so that the level's smallest face covers
+        MIN_FACE_FRACTION of the network's input side (the scale of the tile levels, without
+        their overlap: a 256 px photo is one 208 px pass, not four 160 px tiles)."""
+        if not self.tiles:
+            return []
+        out, side = [], max(h, w)
+        tile = int(round(self.min_face / self.MIN_FACE_FRACTION))
+        while tile < side:
+            out.append((self.input_size / tile, tile * self.LEVEL_LARGEST))
+            tile *= 2
+        return out
+
+    def _run_level(self, rgb: np.ndarray, scale: float, largest: float):
+        """The faces of one level: the frame resized by `scale` and seen whole (in chunks of at
+        most MAX_VIEW when larger, a face cut by a chunk's inner edge left to its neighbour) ->
+        boxes, keypoints in the frame's pixels, scores."""
+        h, w = rgb.shape[:2]
+        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        img = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        if max(nh, nw) <= self.MAX_VIEW:
+            chunks = [(0, 0, nw, nh)]
+        else:  # neighbours overlap by more than the largest face of the level (in network pixels)
+            overlap = min(0.5, 1.25 * largest * scale / self.MAX_VIEW)
+            chunks = [(x, y, t, t) for x, y, t in tile_grid(nh, nw, self.MAX_VIEW, overlap)]
+        q = self.NET_MULTIPLE
+        out_b, out_k, out_s = [], [], []
+        for x, y, cw, ch in chunks:
+            sub = img[y:y + ch, x:x + cw]
+            canvas = cv2.copyMakeBorder(sub, 0, -ch % q, 0, -cw % q, cv2.BORDER_CONSTANT, value=0)
+            b, k, s = self._net(canvas)
+            if len(s) and len(chunks) > 1:
+                keep = np.ones(len(s), bool)
+                if x > 0:
+                    keep &= b[:, 0] > 1
+                if y > 0:
+                    keep &= b[:, 1] > 1
+                if x + cw < nw:
+                    keep &= b[:, 2] < cw - 1
+                if y + ch < nh:
+                    keep &= b[:, 3] < ch - 1
+                b, k, s = b[keep], k[keep], s[keep]
+            off = np.array([x, y], np.float32)
+            out_b.append((b + np.tile(off, 2)) / scale)
+            out_k.append((k + off) / scale)
+            out_s.append(s)
+        return np.concatenate(out_b), np.concatenate(out_k), np.concatenate(out_s)
 
     # the whole frame is seen as it is and with replicated borders of these shares of its side, so
     # that a face filling the frame (a face crop, a selfie) also appears at the scale the network
@@ -308,10 +407,26 @@ class BlazeFaceDetector:
     def __call__(self, rgb: np.ndarray, skip_padded: bool = True) -> list[Detection]:
         rgb = np.ascontiguousarray(rgb[..., :3]) if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, 2)
         h, w = rgb.shape[:2]
-        all_b, all_k, all_s = [], [], []
+        all_b, all_k, all_s, all_whole = [], [], [], []
         smallest = min(self.min_face * 0.6, max(h, w) * 0.25)  # small frames: faces of a quarter of the frame
-        windows = self.windows(h, w)
-        tiled = len(windows) > len(self.WHOLE_FRAME_PADS)
+
+        def keep(b, k, s, largest, whole):
+            if len(s):
+                bs = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+                ok = (bs >= smallest) & (bs <= largest)
+                b, k, s = b[ok], k[ok], s[ok]
+            all_b.append(b)
+            all_k.append(k)
+            all_s.append(s)
+            all_whole.append(np.full(len(s), whole))
+
+        if self.schedule == "tiles":
+            windows = self.windows(h, w)
+            levels = []
+        else:
+            windows = [(0, 0, max(h, w), pad, np.inf) for pad in self.WHOLE_FRAME_PADS]
+            levels = self.levels(h, w)
+        multi = len(windows) > len(self.WHOLE_FRAME_PADS) or bool(levels)
         skip = False
         for x0, y0, side, pad, largest in windows:
             whole = side >= max(h, w)
@@ -319,32 +434,33 @@ class BlazeFaceDetector:
                 continue
             sub = rgb if whole else rgb[y0:y0 + side, x0:x0 + side]
             b, k, s = self._run(sub, pad)
-            if len(s):
-                bs = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-                keep = (bs >= smallest) & (bs <= largest)
-                if not whole:  # a face cut by a tile edge is left to another window
-                    keep &= (b[:, 0] > 1) & (b[:, 1] > 1) & (b[:, 2] < side - 1) & (b[:, 3] < side - 1)
-                b, k, s = b[keep], k[keep], s[keep]
+            if not whole and len(s):  # a face cut by a tile edge is left to another window
+                cut = (b[:, 0] > 1) & (b[:, 1] > 1) & (b[:, 2] < side - 1) & (b[:, 3] < side - 1)
+                b, k, s = b[cut], k[cut], s[cut]
             if whole and pad == 0 and skip_padded and len(s):
                 sides = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-                skip = bool(np.any((sides >= self.LARGE_FACE * max(h, w)) & (s >= self.LARGE_FACE_SCORE)))
+                ok = (sides >= smallest) & (sides >= self.LARGE_FACE * max(h, w)) & (s >= self.LARGE_FACE_SCORE)
+                skip = bool(np.any(ok))
             off = np.array([x0, y0], np.float32)
-            all_b.append(b + np.tile(off, 2))
-            all_k.append(k + off)
-            all_s.append(s)
-        return self.merge(rgb, np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s), tiled=tiled)
+            keep(b + np.tile(off, 2), k + off, s, largest, whole)
+        for scale, largest in levels:
+            keep(*self._run_level(rgb, scale, largest), largest, False)
+        return self.merge(rgb, np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s), tiled=multi,
+                          whole=np.concatenate(all_whole))
 
-    def merge(self, rgb: np.ndarray, boxes, kps, scores, tiled: bool) -> list[Detection]:
+    def merge(self, rgb: np.ndarray, boxes, kps, scores, tiled: bool, whole=None) -> list[Detection]:
         """Every pass's candidates (in the frame's pixels) -> the frame's detections: weighted
-        suppression, then, on a tiled frame, a second look at each candidate the network is not
-        sure of; boxes clipped to the frame."""
+        suppression, then, on a frame with finer levels (`tiled`), a second look at each candidate
+        the network is not sure of; boxes clipped to the frame. `whole`: per candidate, whether a
+        whole-frame view found it."""
         h, w = rgb.shape[:2]
-        boxes, kps, scores, _ = weighted_nms(boxes, kps, scores, self.nms_iou)
+        boxes, kps, scores, seen_whole = weighted_nms(boxes, kps, scores, self.nms_iou, flags=whole)
         out = []
-        for b, k, s in zip(boxes, kps, scores):
-            # a tiled frame is looked at many times over: a candidate the network is not sure of
-            # must hold up in a second look centred on it
-            if tiled and s < self.sure:
+        for b, k, s, sw in zip(boxes, kps, scores, seen_whole):
+            # a frame seen at several scales is looked at many times over: a candidate the network is
+            # not sure of must hold up in a second look centred on it, unless the unscaled whole-frame
+            # view (the only look a small frame gets) found it with confidence
+            if tiled and s < self.sure and not (sw and s >= self.confident):
                 look = self._second_look(rgb, b)
                 if look < self.verify_min and not (s >= self.confident and look > 0):
                     continue

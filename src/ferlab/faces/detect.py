@@ -61,6 +61,9 @@ class FaceDetector:
     'auto' falls back to HOG only when BlazeFace cannot be loaded (ai-edge-litert missing), and warns
     when it does (`name` says which detector runs); no
     detector falls back to another when it finds nothing, so none invents faces.
+    `schedule` (BlazeFace): how faces smaller than the whole-frame views find are looked for:
+    "scaled" (default), one pass per face-size level over the frame resized for it; "tiles", the
+    earlier schedule, overlapping tiles per level (four times the pixels; kept as the reference).
     `min_score`: each detector's own scale (BlazeFace: probability, default 0.5; HOG: margin,
     default 0.25); `upsample`: HOG only."""
 
@@ -70,7 +73,7 @@ class FaceDetector:
     BLAZEFACE_MIN_SCORE = 0.5
 
     def __init__(self, method: str = "auto", upsample: int = 1, min_score: float | None = None,
-                 min_face: int = 40, threads: int = 1):
+                 min_face: int = 40, threads: int = 1, schedule: str = "scaled"):
         if method not in DETECTORS:
             raise ValueError(f"unknown detector {method!r} (known: {', '.join(DETECTORS)})")
         self.method = method
@@ -80,7 +83,7 @@ class FaceDetector:
             try:
                 self._det = BlazeFaceDetector("full" if method == "blazeface-full" else "short",
                                               min_score=self.BLAZEFACE_MIN_SCORE if min_score is None else min_score,
-                                              min_face=min_face, threads=threads)
+                                              min_face=min_face, threads=threads, schedule=schedule)
             except BlazeFaceUnavailable as e:
                 if method != "auto":
                     raise
