@@ -1,6 +1,7 @@
 """Where a portrait's time goes on its trip through `fast` (a probe, one thread): the detector (its
-network passes), landmarks and alignment, the model call; with the detector's schedule (the bordered
-whole-frame views skipped beside a large face) and with every view.
+network passes), landmarks and alignment, the model call; with the detector's default schedule (one
+pass per face-size level over the resized frame; the bordered whole-frame views skipped beside a
+large face), with the earlier tile schedule, and with the tile schedule's every view.
 
     .venv/bin/python benchmarks/trip_probe.py [--photos 150] -> benchmarks/results/trip_probe.json
 """
@@ -39,14 +40,16 @@ def main():
     fa = FaceAnalyzer(a.model, backend="onnx", threads=1)
     fa.analyze(imgs[0])
     det = fa.detector._det
-    run, passes = det._run, []
+    run, passes = det._net, []
 
     def counted(*args, **kw):
         passes[-1] += 1
         return run(*args, **kw)
-    det._run = counted
+    det._net = counted
     out = {}
-    for name, skip in (("schedule", True), ("every view", False)):
+    for name, schedule, skip in (("levels", "scaled", True), ("tiles", "tiles", True),
+                                 ("tiles, every view", "tiles", False)):
+        det.schedule = schedule
         t = {k: [] for k in ("detect", "landmarks_align", "model", "total")}
         passes.clear()
         for im in imgs:

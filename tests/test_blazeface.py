@@ -102,6 +102,19 @@ def test_the_scaled_schedule_sees_each_face_size_level_once(detector):
         bf.BlazeFaceDetector("short", schedule="pyramid")
 
 
+def test_the_full_range_network_keeps_its_tiles(astronaut, detector):
+    """The full-range network's graph cannot run at another input size: it looks for small faces in
+    tiles, and finds the astronaut on her own and shrunk into a larger frame."""
+    full = bf.BlazeFaceDetector("full")
+    assert full.schedule == "tiles" and detector.schedule == "scaled"
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[100:356, 200:456] = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    for rgb, (cx, cy) in ((astronaut, (225, 125)), (frame, (200 + 225 / 2, 100 + 125 / 2))):
+        dets = full(rgb)
+        assert dets and any(abs((d.box[0] + d.box[2]) / 2 - cx) < 30 and abs((d.box[1] + d.box[3]) / 2 - cy) < 30
+                            for d in dets), [d.box for d in dets]
+
+
 def test_a_larger_input_decodes_like_the_networks_own(astronaut, detector):
     """The network is fully convolutional: the astronaut letterboxed into 128 px, and the same
     canvas doubled to 256 px, give the same face (its box in canvas pixels scales by 2)."""

@@ -10,11 +10,17 @@ Variants (`variant=`):
 - ``back``: 256x256 input, 896 anchors (strides 16, 32).
 
 A network sees the whole frame letterboxed to its input. Faces far smaller than the frame are
-found by also running it on overlapping square tiles (`tiles=True`, the default): a level of
-tiles per doubling of face size, the first sized so that the smallest face asked for (`min_face`,
-pixels) covers a quarter of the network's input, neighbours overlapping by the largest face the
-level must find whole: a 640x480 frame at min_face=40 adds 35 tiles of 160 px and 6 of 320 px, a
-256x256 photo 4 of 160 px.
+found by levels (`tiles=True`, the default), one per doubling of face size from the smallest face
+asked for (`min_face`, pixels), while the whole-frame view cannot find that size. With the default
+`schedule="scaled"` a level is one pass over the whole frame resized so that its smallest face
+covers a quarter of the network's input side: the networks are fully convolutional, so they run on
+the larger input with a larger grid of the same anchors (a 640x480 frame at min_face=40: one 512x384
+pass and one 256x192; a 256x256 photo: one 208x208). `schedule="tiles"` cuts each level into
+overlapping square tiles of the network's input instead, neighbours overlapping by the largest face
+the level must find whole (a 640x480 frame: 35 tiles of 160 px and 6 of 320 px; a 256x256 photo 4
+of 160 px): the earlier schedule, about twice the time for the same recall
+(`benchmarks/results/detection.json`), and the only one for the ``full`` network, whose graph
+cannot run at another input size.
 
 A detection's `box` is BlazeFace's own (brow to chin, ear to ear); `landmark_box` is that box
 moved and scaled to the framing of dlib's HOG boxes, which dlib's shape predictor was trained on
@@ -39,6 +45,9 @@ VARIANTS = {  # file, input side, SSD strides, anchors per cell per layer (2 wit
     "full": ("face_detection_full_range.tflite", 192, (4,), 1),
     "back": ("face_detection_back.tflite", 256, (16, 32, 32, 32), 2),
 }
+# the networks that run on a larger input than their own (the full-range network's graph cannot be
+# reshaped: LiteRT refuses it, so it always looks for small faces in tiles)
+RESIZABLE = {"short", "back"}
 SCHEDULES = ("scaled", "tiles")  # how faces smaller than the whole-frame views find are looked for
 RAW_SCORE_LIMIT = 80.0  # logits are clipped before the sigmoid, as MediaPipe does
 NESTED = 0.7  # weighted_nms: a box this much inside a better one (over the smaller area) is a duplicate
@@ -169,7 +178,8 @@ def tile_grid(h: int, w: int, tile: int, overlap: float = 0.5) -> list[tuple[int
 
 class BlazeFaceDetector:
     """Every face of an RGB frame, with BlazeFace's six keypoints (eyes, nose tip, mouth centre,
-    ear tragions), best first."""
+    ear tragions), best first. One detector serves one thread at a time (its interpreters keep
+    state)."""
 
     # a face must cover about this share of the network input's side to be found reliably
     # (tiles sized for a sixth of the input missed many 40-79 px faces in the detection benchmark)
@@ -202,7 +212,8 @@ class BlazeFaceDetector:
         self.min_score, self.nms_iou = float(min_score), float(nms_iou)
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown detection schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
-        self.tiles, self.min_face, self.schedule = bool(tiles), int(min_face), schedule
+        self.tiles, self.min_face = bool(tiles), int(min_face)
+        self.schedule = schedule if variant in RESIZABLE else "tiles"
         # on tiled frames, candidates scoring under `confident` are kept only if a second,
         # centred look scores at least `verify_min`; those between `confident` and `sure` need only
         # be seen at all in the second look (a small "face" on the astronaut's mission patch, in the
