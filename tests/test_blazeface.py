@@ -115,6 +115,24 @@ def test_the_full_range_network_keeps_its_tiles(astronaut, detector):
                             for d in dets), [d.box for d in dets]
 
 
+@pytest.mark.parametrize("length, chunk, overlap", [(1024, 640, 112), (640, 640, 50), (2000, 640, 200), (700, 640, 320)])
+def test_chunks_cover_a_level_with_the_overlap_asked(length, chunk, overlap):
+    starts = bf.chunk_starts(length, chunk, overlap)
+    assert starts[0] == 0 and starts[-1] + chunk == max(length, chunk)
+    assert all(b - a <= chunk - overlap for a, b in zip(starts, starts[1:]))  # every overlap at least `overlap`
+    assert len(starts) == 1 or len(bf.chunk_starts(length, chunk, overlap + (chunk - overlap) / 2)) >= len(starts)
+
+
+def test_interpreters_for_larger_inputs_are_kept_within_a_pixel_budget():
+    """Each input shape is prepared once and kept; the least recently used go when the kept inputs
+    would exceed MAX_NET_PIXELS."""
+    det = bf.BlazeFaceDetector("short")
+    for side in (640, 512, 640, 320, 496):
+        det._net(np.zeros((side, side, 3), np.uint8))
+    assert list(det._nets) == [(640, 640), (320, 320), (496, 496)]  # 512 was the least recently used
+    assert sum(h * w for h, w in det._nets) <= det.MAX_NET_PIXELS
+
+
 def test_a_larger_input_decodes_like_the_networks_own(astronaut, detector):
     """The network is fully convolutional: the astronaut letterboxed into 128 px, and the same
     canvas doubled to 256 px, give the same face (its box in canvas pixels scales by 2)."""

@@ -83,7 +83,7 @@ class FaceAnalyzer:
         Runtime on a CPU when the model exports, else PyTorch). `threads`: the model's CPU threads
         (default 1 for ONNX Runtime, which does not oversubscribe a busy machine; PyTorch's own
         setting is left alone unless given). `min_face`: the smallest face BlazeFace looks for, in
-        pixels (40; larger skips tile levels of small photos: portraits go faster). The detector and
+        pixels (40; larger skips the detector's finer levels on small photos: portraits go faster). The detector and
         landmarker load on first use, so `classify_crops` loads neither."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
