@@ -200,3 +200,15 @@ def test_an_unwritable_onnx_cache_leaves_the_model_on_pytorch(tmp_path, monkeypa
     fa = FaceAnalyzer()
     assert fa.backend == "torch" and "FERLAB_CACHE" in fa.backend_note
     assert fa.classify_crops([data.astronaut()[60:200, 160:300]])[0]["label"]
+
+
+def test_onnx_input_is_standardised_in_numpy_as_pytorch_does():
+    """The ONNX Runtime path standardises faces in NumPy: the same float32 values as the PyTorch
+    path, for one mean and std and for one per channel."""
+    from ferlab.app.analyzer import FaceAnalyzer
+    fa = FaceAnalyzer("fast", backend="torch")
+    x = np.random.RandomState(0).randint(0, 256, (3, 3, 64, 64)).astype(np.uint8)
+    for pre in ({"mean": 0.5, "std": 0.5}, {"mean": [0.2, 0.4, 0.6], "std": [0.3, 0.25, 0.2]}):
+        fa.pre = {**fa.pre, **pre}
+        a, b = fa._array(x), fa._tensor(x).numpy()
+        assert a.dtype == np.float32 and a.shape == b.shape and np.array_equal(a, b)
