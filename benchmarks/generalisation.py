@@ -139,7 +139,7 @@ LEAD = (("shipped default (a ResNet-18, `dan` and `pcda`, each trained on FER+, 
         ("`--model rasa` (RASA, paper 000: landmark patches through a transformer, 96 px colour, from scratch on "
          "FER+, ExpW and SFEW, int8)", "rasa_multisource"),
         ("`--model convcut` (Conv-cut, paper 004: ConvNeXt cut after stage 2 and Detail Extraction, 64 px colour, from "
-         "scratch on FER+, ExpW and SFEW, int8)", "convcut_multisource"),
+         "scratch on FER+, ExpW and SFEW for 16 epochs, int8)", "convcut_multisource_16ep"),
         ("`--model swin_se` (Swin-SE, paper 002: Swin-T with squeeze-and-excitation, trained with SAM, 64 px colour, from "
          "scratch on FER+, ExpW and SFEW, int8)", "swin_se_multisource"))
 

@@ -34,7 +34,7 @@ PAPERS = {"rasa": "000 RASA", "dan": "001 DAN", "swin_se": "002 Swin-SE + SAM", 
 GENERALISATION_ROW = {"default": "default", "fast": "shipped_fast", "fast_ferplus": "ferplus_fast",
                       "resnet18_ferplus": "ferplus_default", "dan": "dan_multisource",
                       "pcda": "pcda_multisource", "ensemble": "ensemble_default_dan", "rasa": "rasa_multisource",
-                      "convcut": "convcut_multisource", "swin_se": "swin_se_multisource"}
+                      "convcut": "convcut_multisource_16ep", "swin_se": "swin_se_multisource"}
 SETS = {"ferplus_test": "ferplus_test", "sfew_val": "sfew_val_crop", "expw_test": "expw_test",
         "twperformers": "twperformers"}
 
