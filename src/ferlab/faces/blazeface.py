@@ -401,9 +401,10 @@ class BlazeFaceDetector:
     WHOLE_FRAME_PADS = (0.0, 0.5, 0.35, 0.2)
 
     def windows(self, h: int, w: int) -> list[tuple[int, int, int, float, float]]:
-        """(x0, y0, side, pad, largest face side kept) of every pass over a frame: the whole frame
-        with and without borders, and, for frames much larger than the smallest face, a pyramid of
-        tile levels with 50 % overlap. A level of tile side T finds faces of T/4 to T/2 (a larger
+        """(x0, y0, side, pad, largest face side kept) of every pass of the tile schedule over a
+        frame: the whole frame with and without borders, and, for frames much larger than the
+        smallest face, a pyramid of tile levels with 50 % overlap (the scaled schedule's levels:
+        `levels`). A level of tile side T finds faces of T/4 to T/2 (a larger
         face may be cut by a tile edge and is left to the next level)."""
         side = max(h, w)
         out = [(0, 0, side, pad, np.inf) for pad in self.WHOLE_FRAME_PADS]
