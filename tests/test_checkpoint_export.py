@@ -102,3 +102,34 @@ def test_half_and_int8_keep_float32_where_float16_cannot_hold_the_values(tmp_pat
         m2, _ = load_model(tmp_path / mode)
         ref, out = torch.softmax(m(x), 1), torch.softmax(m2(x), 1)
         assert torch.isfinite(out).all() and (ref - out).abs().max() < 0.03, mode
+
+
+def test_a_runs_checkpoints_keep_one_weights_file_for_a_model_with_weight_shards(tmp_path):
+    """A model whose export splits its weights (`weight_shards`, as an ensemble's members) is saved
+    by a training run as one file per checkpoint, and resuming reads every tensor back."""
+    import torch.nn as nn
+
+    from ferlab.engine.checkpoint import RunCheckpoints
+
+    class TwoParts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(3, 2)
+
+        def weight_shards(self):
+            return {"member1": "b."}
+
+    model = TwoParts()
+    run = RunCheckpoints(tmp_path / "run")
+    run.save(0, model, {"arch": "two_parts"}, {"epoch": 0}, [{"epoch": 0}], {"arch": "two_parts"})
+    unit = tmp_path / "run" / "checkpoints" / "epoch-0000"
+    assert sorted(p.name for p in unit.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
+    assert "weight_shards" not in json.loads((unit / "last.json").read_text())
+    epoch, state, weights, history = run.load()
+    assert epoch == 0 and history == [{"epoch": 0}]
+    assert set(weights) == set(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert torch.equal(weights[k], v)
+    # the export of the same model does split it
+    save_model(tmp_path / "exported", model, {"arch": "two_parts"})
+    assert (tmp_path / "exported.member1.safetensors").is_file()
