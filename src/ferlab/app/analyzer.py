@@ -165,16 +165,9 @@ class FaceAnalyzer:
         probabilities are softmax(logits / temperature)."""
         return float(self.meta.get("temperature", 1.0))
 
-    def _array(self, crops_u8: np.ndarray) -> np.ndarray:
-        """`_tensor` in NumPy, for ONNX Runtime (the same float32 operations, without PyTorch's
-        per-call overhead, which a busy machine stretches)."""
-        x = crops_u8.astype(np.float32) / np.float32(255.0)
-        mean, std = (np.asarray(self.pre[k], np.float32) for k in ("mean", "std"))
-        return (x - (mean.reshape(1, -1, 1, 1) if mean.ndim else mean)) / (std.reshape(1, -1, 1, 1) if std.ndim else std)
-
     def _probs(self, crops_u8: np.ndarray, landmarks) -> np.ndarray:
         if self.onnx is not None:
-            x = self._array(crops_u8)
+            x = standardise(crops_u8.astype(np.float32) / np.float32(255.0), self.pre)
             logits = self.onnx(x, landmarks).astype(np.float64) / self.temperature
             e = np.exp(logits - logits.max(1, keepdims=True))
             return (e / e.sum(1, keepdims=True)).astype(np.float32)

@@ -57,8 +57,6 @@ def _load_and_prepare(analyzer, src):
     return rgb, analyzer.prepare_faces(rgb)
 
 
-# photos handed to a front-end process at a time
-IMAP_CHUNK = 2
 _PARENT = None  # the analyzer a forked front-end process copies (set just before the fork)
 _CHILD = None
 
@@ -97,7 +95,7 @@ def prepared_in_order(analyzer, items, workers: int, keep_rgb: bool = True):
         _PARENT = analyzer
         try:
             with mp.get_context("fork").Pool(workers, _child_init) as pool:
-                for (name, _), r in zip(items, pool.imap(_child_task, [src for _, src in items], chunksize=IMAP_CHUNK)):
+                for (name, _), r in zip(items, pool.imap(_child_task, [src for _, src in items], chunksize=2)):
                     yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
         finally:
             _PARENT = None

@@ -46,9 +46,14 @@ def resize_face(img: np.ndarray, size: int, channels: int) -> np.ndarray:
 
 
 def standardise(x, norm: dict):
-    """(x - mean) / std for a float tensor x in [0, 1]; mean/std a number or one value per channel."""
-    import torch
+    """(x - mean) / std for a float tensor or float32 array x (N, C, H, W) in [0, 1]; mean/std a
+    number or one value per channel. Arrays stay in NumPy (ONNX Runtime's input: no PyTorch call
+    overhead, which a busy machine stretches), with the same float32 values."""
     mean, std = norm["mean"], norm["std"]
+    if isinstance(x, np.ndarray):
+        m, s = (np.asarray(v, np.float32) for v in (mean, std))
+        return (x - (m.reshape(1, -1, 1, 1) if m.ndim else m)) / (s.reshape(1, -1, 1, 1) if s.ndim else s)
+    import torch
     if isinstance(mean, (list, tuple)):
         mean = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     if isinstance(std, (list, tuple)):

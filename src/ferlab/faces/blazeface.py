@@ -199,7 +199,7 @@ class BlazeFaceDetector:
         if variant not in VARIANTS:
             raise ValueError(f"unknown BlazeFace variant {variant!r} (known: {', '.join(VARIANTS)})")
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            import ai_edge_litert.interpreter  # noqa: F401
         except ImportError as e:
             raise BlazeFaceUnavailable(f"BlazeFace needs ai-edge-litert ({e})") from None
         fname, self.input_size, strides, per_layer = VARIANTS[variant]
@@ -209,15 +209,10 @@ class BlazeFaceDetector:
                                        "reinstall ferlab, or point FERLAB_BLAZEFACE_DIR at the .tflite files)")
         self.name = f"blazeface-{variant}"
         self.variant = variant
-        with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
-            self._it = Interpreter(model_path=str(path), num_threads=int(threads))
-            self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]["index"]
-        outs = sorted(self._it.get_output_details(), key=lambda d: d["shape"][-1])  # scores (1), boxes (16)
-        self._score_out, self._box_out = outs[0]["index"], outs[1]["index"]
-        self.anchors = ssd_anchors(self.input_size, strides, per_layer)
         self._strides, self._per_layer, self._path, self._threads = tuple(strides), per_layer, path, int(threads)
-        self._nets = {}  # (height, width) of a larger input -> (interpreter, in, score out, box out, anchors px)
+        self._own = self._load_net(None)  # the network at its own input size, kept for good
+        self.anchors = self._own[4]
+        self._nets = {}  # (height, width) of a larger input -> _load_net's tuple, least recently used first
         self.min_score, self.nms_iou = float(min_score), float(nms_iou)
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown detection schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
@@ -288,24 +283,30 @@ class BlazeFaceDetector:
     # needs 640x640 chunks, 512x384 and 256x192)
     NET_MULTIPLE, MAX_NET_PIXELS = 16, 1_000_000
 
+    def _load_net(self, shape):
+        """(interpreter, input index, score output, box output, anchors) of the network prepared for
+        an input of `shape` (height, width), or of its own input size (None)."""
+        from ai_edge_litert.interpreter import Interpreter
+        with _quiet_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
+            it = Interpreter(model_path=str(self._path), num_threads=self._threads)
+            inp = it.get_input_details()[0]["index"]
+            if shape is not None:
+                it.resize_tensor_input(inp, [1, *shape, 3])
+            it.allocate_tensors()
+        outs = sorted(it.get_output_details(), key=lambda d: d["shape"][-1])  # scores (1), boxes (16)
+        anchors = ssd_anchors(shape or self.input_size, self._strides, self._per_layer)
+        return it, inp, outs[0]["index"], outs[1]["index"], anchors
+
     def _interpreter(self, h: int, w: int):
-        """(interpreter, input index, score output, box output, anchors) for an h x w input."""
+        """`_load_net`'s tuple for an h x w input, prepared once per shape."""
         if (h, w) == (self.input_size, self.input_size):
-            return self._it, self._in, self._score_out, self._box_out, self.anchors
-        key = (h, w)
-        net = self._nets.pop(key, None)
+            return self._own
+        net = self._nets.pop((h, w), None)
         if net is None:
-            from ai_edge_litert.interpreter import Interpreter
-            with _quiet_stderr():
-                it = Interpreter(model_path=str(self._path), num_threads=self._threads)
-                inp = it.get_input_details()[0]["index"]
-                it.resize_tensor_input(inp, [1, h, w, 3])
-                it.allocate_tensors()
-            outs = sorted(it.get_output_details(), key=lambda d: d["shape"][-1])
-            net = (it, inp, outs[0]["index"], outs[1]["index"], ssd_anchors((h, w), self._strides, self._per_layer))
             while self._nets and sum(a * b for a, b in self._nets) + h * w > self.MAX_NET_PIXELS:
                 self._nets.pop(next(iter(self._nets)))
-        self._nets[key] = net  # most recently used last
+            net = self._load_net((h, w))
+        self._nets[(h, w)] = net  # most recently used last
         return net
 
     def _net(self, canvas: np.ndarray):
@@ -470,12 +471,6 @@ class BlazeFaceDetector:
         return self.merge(rgb, np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s), tiled=multi,
                           whole=np.concatenate(all_whole))
 
-    # a candidate smaller than the smallest face asked for (min_face) is a bonus, not a promise: on a
-    # frame seen at several scales it must pass the second look outright (a 27 px "face" on the
-    # astronaut's mission patch, in the 24 MP test of tests/test_predict_batch.py, scores 0.77 in
-    # the 0.8x level and passes only the lenient test)
-    SMALL_STRICT = 1.0
-
     def merge(self, rgb: np.ndarray, boxes, kps, scores, tiled: bool, whole=None) -> list[Detection]:
         """Every pass's candidates (in the frame's pixels) -> the frame's detections: weighted
         suppression, then, on a frame with finer levels (`tiled`), a second look at each candidate
@@ -490,7 +485,11 @@ class BlazeFaceDetector:
             # view (the only look a small frame gets) found it with confidence
             if tiled and s < self.sure and not (sw and s >= self.confident):
                 look = self._second_look(rgb, b)
-                small = max(b[2] - b[0], b[3] - b[1]) < self.SMALL_STRICT * self.min_face
+                # a candidate smaller than the smallest face asked for is a bonus, not a promise: it
+                # must pass the look outright (a 27 px "face" on the astronaut's mission patch, in the
+                # 24 MP test of tests/test_predict_batch.py, scores 0.77 in the 0.8x level and passed
+                # only the lenient test)
+                small = max(b[2] - b[0], b[3] - b[1]) < self.min_face
                 if look < self.verify_min and not (s >= self.confident and look > 0 and not small):
                     continue
             x0, y0 = max(0.0, float(b[0])), max(0.0, float(b[1]))
