@@ -134,6 +134,43 @@ def test_interpreters_for_larger_inputs_are_kept_within_a_pixel_budget():
     assert sum(h * w for h, w in det._nets) <= det.MAX_NET_PIXELS
 
 
+def test_the_input_is_written_into_the_interpreter_as_the_network_wants_it(astronaut):
+    """`_net` scales the canvas to [-1, 1] straight into the interpreter's buffer: the outputs are
+    those of the float input made the plain way and handed over with set_tensor."""
+    det = bf.BlazeFaceDetector("short")
+    canvas = cv2.resize(astronaut, (208, 208), interpolation=cv2.INTER_AREA)
+    b1, k1, s1 = det._net(canvas)
+    it, inp, score_out, box_out, anchors = det._interpreter(208, 208)
+    it.set_tensor(inp, (canvas.astype(np.float32) / 127.5 - 1.0)[None])
+    it.invoke()
+    b2, k2, s2 = bf.decode(it.get_tensor(box_out)[0], it.get_tensor(score_out)[0], anchors, (208, 208), det.min_score)
+    assert len(s1) > 0
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    np.testing.assert_allclose(b1, b2 * 208, atol=1e-3)
+    np.testing.assert_allclose(k1, k2 * 208, atol=1e-3)
+
+
+def test_resizing_for_a_pass_averages_areas_to_half_size_and_blurs_above():
+    """Half size or less: OpenCV's pixel-area averaging; between half and full size: a 3x3 Gaussian
+    (sigma 0.5) then bilinear; the same size: the image itself; larger: bilinear."""
+    img = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    assert bf.resize_for_net(img, 320, 240) is img
+    np.testing.assert_array_equal(bf.resize_for_net(img, 160, 120),
+                                  cv2.resize(img, (160, 120), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(bf.resize_for_net(img, 128, 96),
+                                  cv2.resize(img, (128, 96), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(bf.resize_for_net(img, 256, 192),
+                                  cv2.resize(cv2.GaussianBlur(img, (3, 3), 0.5), (256, 192),
+                                             interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(bf.resize_for_net(img, 400, 300),
+                                  cv2.resize(img, (400, 300), interpolation=cv2.INTER_LINEAR))
+    # one-pixel stripes have no pattern at 0.8x: the blur weakens the false one bilinear makes of them
+    stripes = np.zeros((200, 200, 3), np.uint8)
+    stripes[:, ::2] = 255
+    plain = cv2.resize(stripes, (160, 160), interpolation=cv2.INTER_LINEAR)
+    assert bf.resize_for_net(stripes, 160, 160).std() < 0.7 * plain.std()
+
+
 def test_a_larger_input_decodes_like_the_networks_own(astronaut, detector):
     """The network is fully convolutional: the astronaut letterboxed into 128 px, and the same
     canvas doubled to 256 px, give the same face (its box in canvas pixels scales by 2)."""
