@@ -76,10 +76,12 @@ def test_rows_are_on_disk_before_the_run_ends(astronaut, tmp_path, analyzer):
 def test_front_end_workers_give_the_same_rows_in_the_same_order(astronaut, tmp_path, analyzer):
     """Photos of different sizes, faceless and broken ones among them: the table written with three
     front-end processes (threads when annotating) is the one-worker table, byte for byte, and the
-    skipped list is the same."""
+    skipped list is the same. The model is on ONNX Runtime, so the three processes classify their
+    runs of photos as well (the parent only writes)."""
     from skimage import data
 
     from ferlab.app.batch import run_batch
+
     src = tmp_path / "in"
     src.mkdir()
     views = [astronaut, astronaut[:, ::-1], cv2.resize(astronaut, (200, 200)), astronaut[40:300, 100:360],
@@ -93,12 +95,21 @@ def test_front_end_workers_give_the_same_rows_in_the_same_order(astronaut, tmp_p
             (src / "broken.png").write_bytes(b"\x89PNG broken")
             items.append(("broken.png", src / "broken.png"))
     items.append(("notes.txt", ("not-image", src / "notes.txt")))
-    out = {}
-    for w, annotate in ((1, False), (3, False), (2, True)):
-        res, skipped = run_batch(analyzer, items, tmp_path / f"w{w}", annotate=annotate, progress=False,
-                                 images_per_batch=3, workers=w)
-        out[w] = ((tmp_path / f"w{w}" / "predictions.csv").read_text(), [s["input"] for s in skipped],
-                  [r["input"] for r in res])
+    out, here = {}, []
+    assert analyzer.onnx is not None
+    real = analyzer.classify_prepared
+    analyzer.classify_prepared = lambda prepared: here.append(len(prepared)) or real(prepared)
+    try:
+        for w, annotate in ((1, False), (3, False), (2, True)):
+            here.clear()
+            res, skipped = run_batch(analyzer, items, tmp_path / f"w{w}", annotate=annotate, progress=False,
+                                     images_per_batch=3, workers=w)
+            # one model call per run of 3 items with a good photo in it: here, or in the processes
+            assert (here == []) if (w, annotate) == (3, False) else (len(here) == -(-len(items) // 3)), (w, here)
+            out[w] = ((tmp_path / f"w{w}" / "predictions.csv").read_text(), [s["input"] for s in skipped],
+                      [r["input"] for r in res])
+    finally:
+        del analyzer.classify_prepared
     assert out[3] == out[1] and out[2] == out[1]
     assert len(list((tmp_path / "w2").glob("*_annotated.png"))) == len(out[2][2])
     assert len(out[1][2]) >= 12 and out[1][1] == ["broken.png", "p05.jpg", "p13.jpg", "notes.txt"]

@@ -75,6 +75,65 @@ def _child_task(src):
         return e
 
 
+def _child_init_classifier():
+    """A front-end process that classifies too: its own ONNX Runtime session (one thread), not the
+    parent's copied by the fork."""
+    global _CHILD
+    from ..engine.onnx_runtime import OnnxClassifier
+    _child_init()
+    _CHILD.onnx = OnnxClassifier(_PARENT.onnx.path, threads=1)
+
+
+def _child_chunk(srcs):
+    """In a front-end process that classifies: a run of photos -> per photo its finished face records
+    (the faces of the run through the model in one batch, as the one-process path batches them), or
+    the BadImageError it raised."""
+    out = [_child_task(src) for src in srcs]
+    faces = iter(_CHILD.classify_prepared([r for r in out if not isinstance(r, BadImageError)]))
+    return [r if isinstance(r, BadImageError) else next(faces) for r in out]
+
+
+def _forks() -> bool:
+    import multiprocessing as mp
+    return "fork" in mp.get_all_start_methods()
+
+
+def classified_in_order(analyzer, items, workers: int, keep_rgb: bool, per_batch: int):
+    """(name, rgb, faces) or (name, BadImageError) per item, in input order; the faces of the good
+    photos among each run of `per_batch` items go through the model in one batch. With workers > 1,
+    no photos needed back (rgb is then None) and a model on ONNX Runtime, each worker process runs its
+    runs of photos from decoding to face records, so that the parent only writes (the parent's model
+    calls took a third of a core from the workers); else the workers run the front end
+    (`prepared_in_order`) and the model runs here."""
+    if workers > 1 and not keep_rgb and analyzer.onnx is not None and _forks():
+        import multiprocessing as mp
+        global _PARENT
+        analyzer.landmarker  # loaded once, before the fork copies it
+        _PARENT = analyzer
+        runs = [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
+        try:
+            with mp.get_context("fork").Pool(workers, _child_init_classifier) as pool:
+                for run, res in zip(runs, pool.imap(_child_chunk, [[src for _, src in r] for r in runs])):
+                    for (name, _), r in zip(run, res):
+                        yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
+        finally:
+            _PARENT = None
+        return
+    run = []  # (name, rgb, prepared) or (name, error) of the current run of items
+
+    def finish():
+        good = [g for g in run if not isinstance(g[1], BadImageError)]
+        faces = iter(analyzer.classify_prepared([g[2] for g in good]) if good else ())
+        for g in run:
+            yield g if isinstance(g[1], BadImageError) else (g[0], g[1], next(faces))
+    for got in prepared_in_order(analyzer, items, workers, keep_rgb):
+        run.append(got)
+        if len(run) == per_batch:
+            yield from finish()
+            run = []
+    yield from finish()
+
+
 def prepared_in_order(analyzer, items, workers: int, keep_rgb: bool = True):
     """(name, rgb, prepared) or (name, BadImageError) per item, in input order. With workers > 1 the
     photos are decoded and run through the front end `workers` at a time: in that many processes
@@ -134,19 +193,21 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
     skipped); results hold the faces per photo (and the annotated file when asked for). The faces of
     `images_per_batch` photos go through the model together; `workers` processes (threads when
     annotated copies are asked for) run the front end (decoding, detection, landmarks, alignment)
-    ahead of the model. Rows are written in input order, and are the same for any number of workers."""
+    ahead of the model, and the model too when it runs on ONNX Runtime (`classified_in_order`).
+    Rows are written in input order, and are the same for any number of workers."""
     from tqdm import tqdm
 
     from .draw import draw_faces
     writer = ResultWriter(out_dir, list(analyzer.labels))
     results, skipped = [], []
     bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not progress)
-    stream = prepared_in_order(analyzer, items, workers, keep_rgb=annotate)
-
-    def flush(chunk):
-        prepared = [c[2] for c in chunk]
-        for (name, rgb, _), faces in zip(chunk, analyzer.classify_prepared(prepared)):
+    try:
+        for got in classified_in_order(analyzer, items, workers, annotate, images_per_batch):
             bar.update(1)
+            if isinstance(got[1], BadImageError):
+                skipped.append({"input": got[0], "reason": str(got[1])})
+                continue
+            name, rgb, faces = got
             if not faces:
                 skipped.append({"input": name, "reason": "no face found"})
                 continue
@@ -161,19 +222,6 @@ def run_batch(analyzer, items, out_dir: Path, annotate: bool, progress: bool, on
             results.append(rec)
             if on_faces:
                 on_faces(rec)
-    try:
-        chunk = []  # the good photos among the last `images_per_batch` items; a bad one is reported where it stands
-        for done, got in enumerate(stream, 1):
-            if isinstance(got[1], BadImageError):
-                skipped.append({"input": got[0], "reason": str(got[1])})
-                bar.update(1)
-            else:
-                chunk.append(got)
-            if done % images_per_batch == 0 and chunk:
-                flush(chunk)
-                chunk = []
-        if chunk:
-            flush(chunk)
     finally:
         bar.close()
         writer.close()
