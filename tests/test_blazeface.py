@@ -150,25 +150,15 @@ def test_the_input_is_written_into_the_interpreter_as_the_network_wants_it(astro
     np.testing.assert_allclose(k1, k2 * 208, atol=1e-3)
 
 
-def test_resizing_for_a_pass_averages_areas_to_half_size_and_blurs_above():
-    """Half size or less: OpenCV's pixel-area averaging; between half and full size: a 3x3 Gaussian
-    (sigma 0.5) then bilinear; the same size: the image itself; larger: bilinear."""
+def test_resizing_for_a_pass_averages_areas_to_shrink():
+    """Shrinking: OpenCV's pixel-area averaging (what the shipped models' training faces were found
+    with); the same size: the image itself; larger: bilinear."""
     img = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     assert bf.resize_for_net(img, 320, 240) is img
-    np.testing.assert_array_equal(bf.resize_for_net(img, 160, 120),
-                                  cv2.resize(img, (160, 120), interpolation=cv2.INTER_AREA))
-    np.testing.assert_array_equal(bf.resize_for_net(img, 128, 96),
-                                  cv2.resize(img, (128, 96), interpolation=cv2.INTER_AREA))
-    np.testing.assert_array_equal(bf.resize_for_net(img, 256, 192),
-                                  cv2.resize(cv2.GaussianBlur(img, (3, 3), 0.5), (256, 192),
-                                             interpolation=cv2.INTER_LINEAR))
+    for size in ((160, 120), (256, 192), (128, 96)):
+        np.testing.assert_array_equal(bf.resize_for_net(img, *size), cv2.resize(img, size, interpolation=cv2.INTER_AREA))
     np.testing.assert_array_equal(bf.resize_for_net(img, 400, 300),
                                   cv2.resize(img, (400, 300), interpolation=cv2.INTER_LINEAR))
-    # one-pixel stripes have no pattern at 0.8x: the blur weakens the false one bilinear makes of them
-    stripes = np.zeros((200, 200, 3), np.uint8)
-    stripes[:, ::2] = 255
-    plain = cv2.resize(stripes, (160, 160), interpolation=cv2.INTER_LINEAR)
-    assert bf.resize_for_net(stripes, 160, 160).std() < 0.7 * plain.std()
 
 
 def test_a_larger_input_decodes_like_the_networks_own(astronaut, detector):
