@@ -619,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("inputs", nargs="*")
     face_opts(q)
     q.add_argument("--workers", type=whole_number(1), default=None,
-                   help="photos run through the front end at once (default: one per CPU core; the rows are the "
-                        "same and in the same order for any number)")
+                   help="photos run at once, each in a process of its own (default: one per CPU core; the rows are "
+                        "the same and in the same order for any number)")
     q.set_defaults(fn=cmd_predict)
     d = sub.add_parser("demo", help="the main job: the shipped model on a real photo")
     d.add_argument("image", nargs="?", default=None)
