@@ -126,7 +126,7 @@ def readme_rows(record: dict) -> list[str]:
 
 
 LEAD = (("shipped default (a ResNet-18, `dan` and `pcda`, each trained on FER+, ExpW and SFEW, combined; int8)", "default"),
-        ("`--model fast` (fastnet_l, 64 px colour, distilled from the default on FER+, ExpW and SFEW, int8)", "shipped_fast"),
+        ("`--model fast` (fastnet_l, 64 px colour, distilled from the default on FER+, ExpW and SFEW at temperature 2, int8)", "fast_colour64_t2"),
         ("`--model fast_ferplus` (fastnet_l distilled from the FER+-only ResNet-18, the fast model before, int8)",
          "ferplus_fast"),
         ("`--model resnet18_ferplus` (the FER+-only ResNet-18, the default before)", "ferplus_default"),

@@ -31,7 +31,7 @@ PACKAGED = ROOT / "src" / "ferlab" / "weights" / "model_table.json"
 PAPERS = {"rasa": "000 RASA", "dan": "001 DAN", "swin_se": "002 Swin-SE + SAM", "pcda": "003 PCDA + NeAA",
           "convcut": "004 Conv-cut"}
 # each shipped name's row in generalisation.json (the row measured on the shipped file)
-GENERALISATION_ROW = {"default": "default", "fast": "shipped_fast", "fast_ferplus": "ferplus_fast",
+GENERALISATION_ROW = {"default": "default", "fast": "fast_colour64_t2", "fast_ferplus": "ferplus_fast",
                       "resnet18_ferplus": "ferplus_default", "dan": "dan_multisource",
                       "pcda": "pcda_multisource", "ensemble": "ensemble_default_dan", "rasa": "rasa_multisource",
                       "convcut": "convcut_multisource_16ep", "swin_se": "swin_se_multisource"}
