@@ -246,7 +246,9 @@ def main() -> int:
     for fa in analyzers.values():
         fa.analyze(astronaut)
     detector.detect_emotions(cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    photos = [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in photos]  # read once, not per analyser
     sets = [("astronaut", [astronaut] * 20)] + ([("twperformers", photos)] if photos else [])
+    sets = [(name, [(rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)) for rgb in items]) for name, items in sets]
     fer_all = {"twperformers": [], "astronaut": []}
     # each analyser is timed in a run of its own against fer, photo by photo, the two taking turns at
     # going first: timed one after another in one loop, an analyser ran right after the one before it
@@ -254,9 +256,7 @@ def main() -> int:
     for name, fa in analyzers.items():
         mine, fers = {"twperformers": [], "astronaut": []}, {"twperformers": [], "astronaut": []}
         for set_name, items in sets:
-            for i, item in enumerate(items):
-                rgb = cv2.cvtColor(cv2.imread(item), cv2.COLOR_BGR2RGB) if isinstance(item, str) else item
-                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            for i, (rgb, bgr) in enumerate(items):
                 for turn in ((0, 1) if i % 2 == 0 else (1, 0)):
                     t = time.perf_counter()
                     if turn == 0:

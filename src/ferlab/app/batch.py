@@ -98,6 +98,20 @@ def _forks() -> bool:
     return "fork" in mp.get_all_start_methods()
 
 
+def _forked_imap(analyzer, workers: int, init, task, jobs, chunksize: int = 1):
+    """`task` over `jobs` in `workers` forked processes, results in order; each process starts with
+    `init`, which copies `analyzer` (its landmarker loaded once, before the fork)."""
+    import multiprocessing as mp
+    global _PARENT
+    analyzer.landmarker
+    _PARENT = analyzer
+    try:
+        with mp.get_context("fork").Pool(workers, init) as pool:
+            yield from pool.imap(task, jobs, chunksize=chunksize)
+    finally:
+        _PARENT = None
+
+
 def classified_in_order(analyzer, items, workers: int, keep_rgb: bool, per_batch: int):
     """(name, rgb, faces) or (name, BadImageError) per item, in input order; the faces of the good
     photos among each run of `per_batch` items go through the model in one batch. With workers > 1,
@@ -106,18 +120,11 @@ def classified_in_order(analyzer, items, workers: int, keep_rgb: bool, per_batch
     calls took a third of a core from the workers); else the workers run the front end
     (`prepared_in_order`) and the model runs here."""
     if workers > 1 and not keep_rgb and analyzer.onnx is not None and _forks():
-        import multiprocessing as mp
-        global _PARENT
-        analyzer.landmarker  # loaded once, before the fork copies it
-        _PARENT = analyzer
         runs = [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
-        try:
-            with mp.get_context("fork").Pool(workers, _child_init_classifier) as pool:
-                for run, res in zip(runs, pool.imap(_child_chunk, [[src for _, src in r] for r in runs])):
-                    for (name, _), r in zip(run, res):
-                        yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
-        finally:
-            _PARENT = None
+        done = _forked_imap(analyzer, workers, _child_init_classifier, _child_chunk, [[src for _, src in r] for r in runs])
+        for run, res in zip(runs, done):
+            for (name, _), r in zip(run, res):
+                yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
         return
     run = []  # (name, rgb, prepared) or (name, error) of the current run of items
 
@@ -147,18 +154,12 @@ def prepared_in_order(analyzer, items, workers: int, keep_rgb: bool = True):
             except BadImageError as e:
                 yield name, e
         return
-    import multiprocessing as mp
-    analyzer.landmarker  # loaded once, before the workers share it (threads) or copy it (a fork)
-    if not keep_rgb and "fork" in mp.get_all_start_methods():
-        global _PARENT
-        _PARENT = analyzer
-        try:
-            with mp.get_context("fork").Pool(workers, _child_init) as pool:
-                for (name, _), r in zip(items, pool.imap(_child_task, [src for _, src in items], chunksize=2)):
-                    yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
-        finally:
-            _PARENT = None
+    if not keep_rgb and _forks():
+        done = _forked_imap(analyzer, workers, _child_init, _child_task, [src for _, src in items], chunksize=2)
+        for (name, _), r in zip(items, done):
+            yield (name, r) if isinstance(r, BadImageError) else (name, None, r)
         return
+    analyzer.landmarker  # loaded once, before the worker threads share it
     import threading
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
