@@ -211,3 +211,50 @@ def test_onnx_input_is_standardised_in_numpy_as_pytorch_does():
         a = standardise(x.astype(np.float32) / np.float32(255.0), pre)
         b = standardise(torch.from_numpy(x).float() / 255.0, pre).numpy()
         assert isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_weight_ema_is_what_a_distillation_run_selects_saves_and_resumes(class_folder_dataset, tmp_path):
+    from ferlab.engine.checkpoint import read_safetensors
+    from ferlab.engine.config import load_config
+    from ferlab.engine.distill import distill
+    from ferlab.engine.weight_average import WeightEMA
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
+    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
+    save_model(tmp_path / "teacher", teacher, meta)
+
+    def cfg(out, *more):
+        return load_config(None, [
+            "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
+            "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.01",
+            "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=3", "train.batch_size=8",
+            "train.threads=1", "train.progress=false", f"train.out_dir={tmp_path / out}", "augment.erasing=0",
+            "train.evaluate_test=false", f"distill.teacher={tmp_path / 'teacher.safetensors'}",
+            f"distill.cache_file={tmp_path / 'logits.pt'}", *more])
+    distill(cfg("plain"), log=lambda *_: None)
+    distill(cfg("ema", "train.ema=0.5"), log=lambda *_: None)
+    plain = read_safetensors(tmp_path / "plain" / "last.safetensors")
+    averaged = read_safetensors(tmp_path / "ema" / "last.safetensors")
+    # the same seed and steps: the saved weights differ only by the averaging
+    assert any(not torch.equal(plain[k], averaged[k]) for k in plain if plain[k].is_floating_point())
+    # stopped after one epoch and resumed: the same average and trained weights as straight through
+    assert distill(cfg("resumed", "train.ema=0.5", "train.stop_after_epochs=1"), log=lambda *_: None)["interrupted"]
+    assert len(json.loads((tmp_path / "resumed" / "history.json").read_text())) == 1
+    distill(cfg("resumed", "train.ema=0.5"), resume=True, log=lambda *_: None)
+    resumed = read_safetensors(tmp_path / "resumed" / "last.safetensors")
+    for k in averaged:
+        assert torch.allclose(averaged[k].float(), resumed[k].float(), atol=1e-5), k
+    # the average itself: after one update from equal weights it is those weights; then it moves halfway
+    m = torch.nn.Linear(2, 1)
+    ema = WeightEMA(m, 0.5)
+    with torch.no_grad():
+        ema.update()
+        w0 = m.weight.clone()
+        m.weight.add_(2.0)
+        ema.update()
+    assert torch.allclose(ema.module.weight, w0 + 1.0)
+    for bad in (0, 1, 1.5, "fast"):
+        with pytest.raises(ValueError, match="train.ema"):
+            WeightEMA(m, bad)

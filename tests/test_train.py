@@ -51,6 +51,22 @@ def test_resume_reaches_the_same_result(class_folder_dataset, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
+def test_weight_ema_is_saved_and_resumes_exactly(class_folder_dataset, tmp_path):
+    ema = ("train.ema=0.6", "schedule.epochs=3", "train.evaluate_test=false")
+    train(tiny_cfg(class_folder_dataset, tmp_path / "p", *ema[1:]), log=lambda m: None)
+    straight = train(tiny_cfg(class_folder_dataset, tmp_path / "a", *ema), log=lambda m: None)
+    wp, wa = load_file(str(tmp_path / "p" / "last.safetensors")), load_file(str(tmp_path / "a" / "last.safetensors"))
+    assert any(not torch.equal(wp[k], wa[k]) for k in wp if wp[k].is_floating_point())  # the average, not the weights
+    train(tiny_cfg(class_folder_dataset, tmp_path / "b", *ema, "train.stop_after_epochs=1"), log=lambda m: None)
+    resumed = train(tiny_cfg(class_folder_dataset, tmp_path / "b", *ema), resume=True, log=lambda m: None)
+    assert [h["valid_accuracy"] for h in resumed["history"]] == [h["valid_accuracy"] for h in straight["history"]]
+    wb = load_file(str(tmp_path / "b" / "last.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="train.ema"):
+        train(tiny_cfg(class_folder_dataset, tmp_path / "c", "train.ema=2"), log=lambda m: None)
+
+
 def test_balanced_sampling_and_probability_mode(class_folder_dataset, tmp_path):
     r = train(tiny_cfg(class_folder_dataset, tmp_path / "c", "data.balanced_sampling=true", "schedule.epochs=1",
                        "data.label_mode=probability"), log=lambda m: None)

@@ -38,7 +38,7 @@ KNOWN_KEYS = {
     "optim": {"name", "lr", "momentum", "weight_decay", "nesterov", "betas", "clip_grad_norm", "sam"},
     "schedule": {"name", "epochs", "pct_start", "gamma", "step_epochs", "freeze_epochs", "finetune_lr"},
     "train": {"batch_size", "seed", "amp", "threads", "out_dir", "eval_batch_size", "label_smoothing", "progress",
-              "evaluate_test", "stop_after_epochs", "init_from", "select_on"},
+              "evaluate_test", "stop_after_epochs", "init_from", "select_on", "ema"},
     "norm": {"mean", "std"},
     "landmarks": {"epochs", "batch_size", "lr", "weight_decay", "seed", "threads", "train_subset", "max_eval",
                   "out_dir", "augment"},

@@ -19,7 +19,9 @@ Config: a normal training config plus
 
 `flip_average: true` teaches with the mean of the teacher's logits on a face and on its mirror image
 (the teacher with mirrored-face averaging: an ensemble of two views at no extra cost, both logits
-being cached anyway) for the face and its mirror alike.
+being cached anyway) for the face and its mirror alike. `train.ema: 0.998` selects and saves an
+exponential moving average of the student's weights instead of the weights themselves
+(`engine.weight_average.WeightEMA`).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from .train import (
     resume_loop,
     selection_metrics,
 )
+from .weight_average import weight_ema
 
 
 @torch.no_grad()
@@ -153,16 +156,23 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt, steps)
     epochs = int(cfg["schedule"]["epochs"])
-    best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    ema = weight_ema(model, tcfg)
+    best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched, ema=ema)
+    evaluated = model if ema is None else ema.module  # what each epoch is selected and saved as
     meta = model_meta(cfg, label_set, {"distilled_from": {"teacher": str(dist_cfg["teacher"]), **{
         k: dist_cfg[k] for k in ("temperature", "alpha", "flip_average") if k in dist_cfg}}})
     weights = tr.flags["weight"].astype(float) if "weight" in tr.flags and not np.all(tr.flags["weight"] == 1.0) else None
     select_on = tcfg.get("select_on")
     x_all = torch.from_numpy(arrays["train"])
     targets_all = torch.from_numpy(tr.targets).float()
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    stop_after = tcfg.get("stop_after_epochs")  # for tests and time-boxed runs: stop as if interrupted
     for epoch in range(start_epoch, epochs):
+        if stop_after is not None and epoch - start_epoch >= int(stop_after):
+            log(f"stopping after {stop_after} epochs as asked; continue with --resume")
+            return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+                    "history": history, "interrupted": True}
         t0 = time.time()
         model.train()
         torch.manual_seed(seed * 100003 + epoch + 7)
@@ -189,15 +199,18 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update()
             loss_sum += float(loss.detach()) * len(idx)
             total += len(idx)
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
         from .evaluate import predict_probs
-        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg.get("eval_batch_size", 256)))
+        probs = predict_probs(evaluated, arrays["valid"], norm, device, int(tcfg.get("eval_batch_size", 256)))
         vm = selection_metrics(splits["valid"], probs, label_set, select_on)
         history.append(epoch_record(epoch, loss_sum, correct, total, vm, opt, t0))
-        best = end_epoch(out, model, meta, vm, history, best, epochs, log,
-                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+        best = end_epoch(out, evaluated, meta, vm, history, best, epochs, log,
+                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          **(ema.state() if ema is not None else {})})
     return finish_run(out, best, history, splits, arrays, tcfg, device, log)
 
 

@@ -94,6 +94,8 @@ def train_head(cfg: dict, resume: bool = False, log=print) -> dict:
         raise ValueError("head training needs head_training.backbone_file, a trained checkpoint of the same model")
     device = pick_device()
     tcfg, dcfg = cfg["train"], cfg["data"]
+    if tcfg.get("ema") is not None:
+        raise ValueError("train.ema: head training on cached features keeps no weight average; leave it out")
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
     out = Path(tcfg["out_dir"])

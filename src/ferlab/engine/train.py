@@ -36,6 +36,7 @@ from .evaluate import evaluate_checkpoint_on_split, predict_probs
 from .inputs import model_input_images, model_input_landmarks
 from .metrics import classification_metrics
 from .sam import build_sam
+from .weight_average import weight_ema
 
 
 def _dist_info():
@@ -198,15 +199,19 @@ def resume_state(out: Path, resume: bool, log, writer: bool = True):
     return st, weights, history
 
 
-def resume_loop(out: Path, resume: bool, log, model, opt, sched, after_weights=None) -> tuple[dict, list, int]:
+def resume_loop(out: Path, resume: bool, log, model, opt, sched, after_weights=None, ema=None) -> tuple[dict, list, int]:
     """For the short loops built on these helpers (head training, distillation): (best, history,
     first epoch), the model, optimiser and scheduler restored from the latest committed epoch
-    when resuming (`after_weights()` runs once the weights are in)."""
+    when resuming (`after_weights()` runs once the weights are in; with a WeightEMA `ema`, the saved
+    weights are its average and the trained ones come from the state)."""
     best, history, start = {"valid_accuracy": -1.0, "epoch": -1}, [], 0
     resumed = resume_state(out, resume, log)
     if resumed:
         st, weights, history = resumed
-        model.load_state_dict(weights)
+        if ema is None:
+            model.load_state_dict(weights)
+        else:
+            ema.restore(weights, st)
         if after_weights is not None:
             after_weights()
         opt.load_state_dict(st["optimizer"])
@@ -429,8 +434,13 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     norm = cfg["norm"]
     epochs = int(cfg["schedule"]["epochs"])
     best, history = {"valid_accuracy": -1.0, "epoch": -1}, []
+    ema = weight_ema(model, tcfg)
+    evaluated = model if ema is None else ema.module  # what each epoch is selected and saved as
     if st is not None:
-        model.load_state_dict(resumed[1])
+        if ema is None:
+            model.load_state_dict(resumed[1])
+        else:
+            ema.restore(resumed[1], st)
         if phase_of(start_epoch) == phase_of(start_epoch - 1):  # else a fresh optimiser for the new phase
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
@@ -514,6 +524,8 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update()
             loss_sum += float(loss.detach()) * len(idx)
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
@@ -521,7 +533,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             correct += int((logits.argmax(1) == tgt.argmax(1)).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / total:.3f}")
-        probs = predict_probs(model, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp,
+        probs = predict_probs(evaluated, arrays["valid"], norm, device, int(tcfg["eval_batch_size"]), amp,
                               landmarks.get("valid"))
         vm = selection_metrics(splits["valid"], probs, label_set, select_on)
         rec = epoch_record(epoch, loss_sum, correct, total, vm, opt, t0)
@@ -529,9 +541,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
             rec["train_loss_parts"] = {k: v / max(total, 1) for k, v in parts_sum.items()}
         history.append(rec)
         if rank == 0:
-            best = end_epoch(out, model, meta, vm, history, best, epochs, log,
+            best = end_epoch(out, evaluated, meta, vm, history, best, epochs, log,
                              {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                              "scaler": scaler.state_dict()})
+                              "scaler": scaler.state_dict(), **(ema.state() if ema is not None else {})})
         if ddp:
             dist.barrier()
     if rank == 0:

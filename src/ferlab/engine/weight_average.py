@@ -64,3 +64,47 @@ def interpolate_models(base_path, tuned_path, alpha: float):
 def write_interpolation(base_path, tuned_path, alpha: float, out) -> None:
     model, meta = interpolate_models(base_path, tuned_path, alpha)
     save_model(out, model, meta)
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights during training (`train.ema: DECAY`, e.g.
+    0.998 per optimiser step): after each step the average moves `1 - DECAY` of the way to the
+    trained weights, BatchNorm's running statistics too. The average is what an epoch is evaluated,
+    selected and saved as; the trained weights travel in the resumable state (`state()` /
+    `restore()`), so that --resume continues both. PyTorch's `AveragedModel` does the averaging."""
+
+    def __init__(self, model: torch.nn.Module, decay):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        try:
+            decay = float(decay)
+        except (TypeError, ValueError):
+            decay = -1.0
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema must be a decay between 0 and 1 (e.g. 0.998), not {decay!r}")
+        self.decay, self.model = decay, model
+        self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.average.module
+
+    def update(self) -> None:
+        self.average.update_parameters(self.model)
+
+    def state(self) -> dict:
+        """What --resume needs beside the saved (averaged) weights."""
+        return {"ema_trained_weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "ema_steps": int(self.average.n_averaged)}
+
+    def restore(self, saved_average: dict, st: dict) -> None:
+        """After a resume: `saved_average` the checkpoint's weights, `st` its training state."""
+        if "ema_trained_weights" not in st:
+            raise ValueError("train.ema: the run being resumed was trained without it")
+        self.average.module.load_state_dict(saved_average)
+        self.model.load_state_dict(st["ema_trained_weights"])
+        self.average.n_averaged.fill_(int(st["ema_steps"]))
+
+
+def weight_ema(model: torch.nn.Module, tcfg: dict) -> WeightEMA | None:
+    """The run's WeightEMA when its config sets train.ema, else None."""
+    return None if tcfg.get("ema") is None else WeightEMA(model, tcfg["ema"])
