@@ -233,3 +233,39 @@ def test_a_gray_smaller_member_reads_the_colour_face_made_gray_and_area_resample
     np.testing.assert_allclose(np.exp(out) / np.exp(out).sum(1, keepdims=True), got.numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="largest"):  # the smaller member first cannot read the larger
         write_ensemble([g, tmp_path / "c.safetensors"], tmp_path / "x", weights=[1, 1])
+
+
+def test_a_soup_is_the_weight_mean_of_the_models_kept_greedily_on_the_selection_split(class_folder_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """`ferlab soup`: uniform, the mean of every weight (BatchNorm statistics too); greedy, models join
+    in order of their own selection score only while the soup's score does not fall."""
+    from ferlab.engine import weight_average as wa
+    from ferlab.engine.config import load_config
+    paths = [_tiny(tmp_path, n, s) for n, s in (("a", 0), ("b", 1), ("c", 2))]
+    data_cfg = load_config(None, ["data.dataset=folder", f"data.root={class_folder_dataset}",
+                                  "data.labels=[neutral,happiness,surprise]", "data.img_size=48", "data.channels=1"])["data"]
+    wa.write_soup(paths, tmp_path / "u", data_cfg, greedy=False, log=lambda *_: None)
+    soup, meta = load_model(tmp_path / "u")
+    states = [load_model(p)[0].state_dict() for p in paths]
+    for k, t in soup.state_dict().items():
+        if t.is_floating_point():
+            torch.testing.assert_close(t, sum(s[k] for s in states) / 3)
+    assert [i["kept"] for i in meta["soup"]["ingredients"]] == [True] * 3 and not meta["soup"]["greedy"]
+    # greedy, with the scores made known: b (best alone) first; a joins (the pair scores as high), c does not
+    scores = iter([0.5, 0.7, 0.4, 0.7, 0.6])  # a, b, c alone; then b+a, then b+a+c
+    monkeypatch.setattr("ferlab.engine.ensemble.selection_score", lambda *a, **k: {"score": next(scores)})
+    meta = wa.write_soup(paths, tmp_path / "g", data_cfg, log=lambda *_: None)
+    assert [i["kept"] for i in meta["soup"]["ingredients"]] == [True, True, False]
+    assert meta["soup"]["selection"] == 0.7
+    got = load_model(tmp_path / "g")[0].state_dict()
+    for k, t in got.items():
+        if t.is_floating_point():
+            torch.testing.assert_close(t, (states[0][k] + states[1][k]) / 2)
+    with pytest.raises(ValueError, match="at least two"):
+        wa.soup_models(paths[:1], data_cfg)
+    other = _tiny(tmp_path, "d", 3, arch="fastnet_m")
+    with pytest.raises(ValueError, match="differ"):
+        wa.soup_models([paths[0], other], data_cfg)
+    r = subprocess.run([sys.executable, "-m", "ferlab.cli", "soup", str(paths[0]), str(other), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "differ" in r.stderr and "Traceback" not in r.stderr

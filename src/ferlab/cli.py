@@ -460,6 +460,19 @@ def cmd_interpolate(a):
     return 0
 
 
+def cmd_soup(a):
+    """`ferlab soup A B [C ...] --out OUT`: the weight-space mean of models of one starting point."""
+    from .app.analyzer import resolve_model
+    from .engine.config import load_config
+    from .engine.weight_average import write_soup
+    data_cfg = load_config(a.config)["data"] if a.config else None
+    meta = write_soup([resolve_model(m) for m in a.models], a.out, data_cfg, greedy=not a.uniform)
+    kept = [i["path"] for i in meta["soup"]["ingredients"] if i["kept"]]
+    print(f"wrote {a.out}.safetensors and {a.out}.json: the mean of {len(kept)} model{'s' * (len(kept) > 1)} "
+          f"(selection {meta['soup']['selection']:.4f})")
+    return 0
+
+
 def cmd_tsne(a):
     """`ferlab explain --tsne`: t-SNE of a model's features over a dataset split."""
     import copy
@@ -716,6 +729,15 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("out", help="output path without suffix")
     ip.add_argument("--alpha", type=finite_number, required=True, help="between 0 and 1")
     ip.set_defaults(fn=cmd_interpolate)
+    sp = sub.add_parser("soup", help="a model soup: the weight-space mean of models trained from one starting point "
+                                     "(seeds, temperatures, schedules), greedy on the selection split by default")
+    sp.add_argument("models", nargs="+", help="model files or shipped names of one architecture, labels and input")
+    sp.add_argument("--out", required=True, help="the soup's path (OUT.safetensors and OUT.json are written)")
+    sp.add_argument("--uniform", action="store_true", help="the mean of every model (default: greedy: a model joins "
+                                                           "only if the soup's selection score does not fall)")
+    sp.add_argument("--config", help="YAML config whose data section's valid split scores the models "
+                                     "(default: the first model's training data)")
+    sp.set_defaults(fn=cmd_soup)
     ad = sub.add_parser("adapt", help="fit a model to your own labelled faces (minutes on a CPU); the result is a "
                                       "model file every command takes")
     ad.add_argument("base", help="the model to start from: a shipped name (default, fast) or a model file")

@@ -66,6 +66,79 @@ def write_interpolation(base_path, tuned_path, alpha: float, out) -> None:
     save_model(out, model, meta)
 
 
+def average_states(states: list[dict]) -> dict:
+    """The mean of several state dicts of one architecture, every floating-point tensor (BatchNorm's
+    running statistics too); integer counters from the first."""
+    first = states[0]
+    for st in states[1:]:
+        if set(st) != set(first):
+            raise ValueError("the models have different weights: a soup needs one architecture")
+        for k, t in st.items():
+            if t.shape != first[k].shape:
+                raise ValueError(f"{k}: shapes {tuple(first[k].shape)} and {tuple(t.shape)} differ")
+    return {k: torch.stack([st[k].float() for st in states]).mean(0).to(t.dtype) if t.is_floating_point() else t.clone()
+            for k, t in first.items()}
+
+
+def soup_models(paths, data_cfg: dict | None = None, greedy: bool = True, log=print):
+    """A model soup (Wortsman et al., "Model soups", ICML 2022): the weight-space mean of models
+    trained from one starting point (other seeds, temperatures, schedules) -> (model, meta). `greedy`:
+    the models ranked by their selection score (the selection splits of `data_cfg`, default the first
+    model's training data: FER+ valid and ExpW valid), each added only if the soup's score does not
+    fall; else the uniform mean of all. No test set is looked at."""
+    from .ensemble import selection_faces, selection_score
+    from .evaluate import predict_probs
+    if len(paths) < 2:
+        raise ValueError("a soup needs at least two models")
+    loaded = [load_model(p) for p in paths]
+    first = loaded[0][1]
+    for (_, mt), p in zip(loaded[1:], paths[1:]):
+        if (mt["arch"], mt["labels"], mt.get("preprocess")) != (first["arch"], first["labels"], first.get("preprocess")):
+            raise ValueError(f"{paths[0]} and {p} differ in architecture, labels or input: no soup")
+    # copies: scoring loads each candidate into the first model, whose state_dict() would follow it
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in loaded]
+    model = loaded[0][0]
+    if data_cfg is None:
+        data_cfg = first.get("config", {}).get("data")
+        if not data_cfg:
+            raise ValueError(f"{paths[0]}: its JSON holds no training config to choose on; give --config")
+    valid, imgs = selection_faces(first, data_cfg)
+
+    def score(state) -> float:
+        model.load_state_dict(state)
+        probs = predict_probs(model.eval(), imgs, first["preprocess"], torch.device("cpu"))
+        return selection_score(probs, valid.labels, valid.flags.get("source"))["score"]
+
+    alone = [score(st) for st in states]
+    for p, sc in zip(paths, alone):
+        log(f"  {str(p):60s} alone: selection {sc:.4f}")
+    if greedy:
+        order = sorted(range(len(states)), key=lambda i: -alone[i])
+        kept, best = [order[0]], alone[order[0]]
+        for i in order[1:]:
+            trial = score(average_states([states[j] for j in kept + [i]]))
+            log(f"  + {paths[i]}: {trial:.4f} ({'kept' if trial >= best else 'left out'})")
+            if trial >= best:
+                kept, best = kept + [i], trial
+    else:
+        kept = list(range(len(states)))
+        best = score(average_states(states))
+    model.load_state_dict(average_states([states[j] for j in kept]))
+    meta = {k: v for k, v in first.items() if k not in ("temperature", "calibration", "exported_from", "dtype", "epoch",
+                                                        "valid", "summary")}
+    meta["soup"] = {"greedy": bool(greedy), "selection": float(best), "n_valid_faces": int(len(valid)),
+                    "ingredients": [{"path": str(p), "selection": float(sc), "kept": i in kept}
+                                    for i, (p, sc) in enumerate(zip(paths, alone))]}
+    log(f"  soup of {len(kept)} of {len(paths)}: selection {best:.4f}")
+    return model, meta
+
+
+def write_soup(paths, out, data_cfg: dict | None = None, greedy: bool = True, log=print) -> dict:
+    model, meta = soup_models(paths, data_cfg, greedy, log)
+    save_model(out, model, meta)
+    return meta
+
+
 class WeightEMA:
     """An exponential moving average of a model's weights during training (`train.ema: DECAY`, e.g.
     0.998 per optimiser step): after each step the average moves `1 - DECAY` of the way to the
