@@ -258,3 +258,48 @@ def test_weight_ema_is_what_a_distillation_run_selects_saves_and_resumes(class_f
     for bad in (0, 1, 1.5, "fast"):
         with pytest.raises(ValueError, match="train.ema"):
             WeightEMA(m, bad)
+
+
+def test_consistent_teaching_caches_the_teachers_logits_of_reproducible_augmented_views(class_folder_dataset, tmp_path):
+    from ferlab.engine.config import load_config
+    from ferlab.engine.distill import augmented_views, distill, teacher_logits
+    from ferlab.models import create_model
+    labels = ["neutral", "happiness", "surprise"]
+    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
+    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
+    save_model(tmp_path / "teacher", teacher, meta)
+    overrides = [
+        "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
+        "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.003",
+        "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=2", "train.batch_size=8", "train.threads=1",
+        "train.progress=false", f"train.out_dir={tmp_path / 'run'}", "augment.erasing=0", "augment.rotate=15",
+        "train.evaluate_test=false", f"distill.teacher={tmp_path / 'teacher.safetensors'}", "distill.augmented_views=2"]
+    log = []
+    distill(load_config(None, overrides), log=log.append)
+    assert any("2 augmented view(s)" in m for m in log)
+    cache = torch.load(tmp_path / "run" / "teacher_logits.pt", weights_only=True)
+    assert cache["views"].shape == (2, 36, 3)
+    # the views are the same faces every time, and the cached logits are the teacher's on them
+    faces = np.random.RandomState(0).randint(0, 256, (20, 1, 32, 32)).astype(np.uint8)
+    a = augmented_views(faces, {"rotate": 15}, 0, 2, chunk=8)
+    assert a.shape == (2, 20, 1, 32, 32) and np.array_equal(a, augmented_views(faces, {"rotate": 15}, 0, 2, chunk=8))
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[0], faces)
+    from ferlab.engine.train import load_split_arrays
+    cfg = load_config(None, overrides)
+    _, arrays = load_split_arrays(cfg["data"], 0)
+    views = augmented_views(arrays["train"], {**cfg["augment"], "flip": False}, 0, 2)
+    want = teacher_logits(teacher, meta, tmp_path / "teacher.safetensors", views[1], log=lambda *_: None)
+    assert torch.allclose(cache["views"][1], want, atol=1e-4)
+    # a second run finds the views' logits in the cache; another view count computes them again
+    log2 = []
+    distill(load_config(None, overrides + [f"train.out_dir={tmp_path / 'run2'}",
+                                           f"distill.cache_file={tmp_path / 'run' / 'teacher_logits.pt'}"]), log=log2.append)
+    assert not any("augmented view" in m for m in log2)
+    for bad in ("-1", "1.5", "true"):
+        with pytest.raises(ValueError, match="augmented_views"):
+            distill(load_config(None, overrides + [f"distill.augmented_views={bad}"]))
+    teacher48 = {**meta, "preprocess": {**meta["preprocess"], "img_size": 48}}
+    save_model(tmp_path / "teacher48", create_model("fastnet_s", num_classes=3, in_chans=1), teacher48)
+    with pytest.raises(ValueError, match="student's input"):
+        distill(load_config(None, overrides + [f"distill.teacher={tmp_path / 'teacher48.safetensors'}"]))

@@ -43,7 +43,7 @@ KNOWN_KEYS = {
     "landmarks": {"epochs", "batch_size", "lr", "weight_decay", "seed", "threads", "train_subset", "max_eval",
                   "out_dir", "augment"},
     "head_training": {"backbone_file", "cache_file"},
-    "distill": {"teacher", "temperature", "alpha", "cache_file", "flip_average"},
+    "distill": {"teacher", "temperature", "alpha", "cache_file", "flip_average", "augmented_views"},
 }
 FREE_FORM = {("model", "kwargs"), ("optim", "sam"), ("data", "sources"), ("landmarks", "augment")}
 

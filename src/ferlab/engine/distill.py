@@ -22,6 +22,13 @@ Config: a normal training config plus
 being cached anyway) for the face and its mirror alike. `train.ema: 0.998` selects and saves an
 exponential moving average of the student's weights instead of the weights themselves
 (`engine.weight_average.WeightEMA`).
+
+`augmented_views: K` teaches consistently (Beyer et al., "Knowledge distillation: a good teacher is
+patient and consistent", CVPR 2022): K augmented copies of every train face (the config's
+augmentation and a mirror, drawn once, reproducibly) are made and the teacher's logits of each are
+cached, so that a face shown as one of them carries the teacher's answer for that very view; each
+epoch shows each face as itself (augmented as above, with the clean face's logits) or as one of its
+K views, with equal chances. The teacher must read the student's input.
 """
 from __future__ import annotations
 
@@ -75,6 +82,19 @@ def teacher_logits(teacher, meta: dict, teacher_path, images_u8: np.ndarray, fli
     return torch.cat(out)
 
 
+def augmented_views(images_u8: np.ndarray, aug: dict, seed: int, k: int, chunk: int = 256) -> np.ndarray:
+    """`k` augmented copies of every uint8 (N, C, S, S) face -> (k, N, C, S, S) uint8: the config's
+    augmentation and a random mirror, each chunk of faces drawn from a generator of its own (seed,
+    view, position), so that the same faces and settings give the same views in every run."""
+    out = np.empty((k, *images_u8.shape), np.uint8)
+    for v in range(k):
+        for i in range(0, len(images_u8), chunk):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + v * 10_007 + i)
+            x = augment_batch(torch.from_numpy(images_u8[i:i + chunk]).float() / 255.0, {**aug, "flip": True}, g)
+            out[v, i:i + chunk] = (x * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
 def teacher_targets(cache: dict, idx: torch.Tensor, mirrored: torch.Tensor, flip_average: bool) -> torch.Tensor:
     """The teacher's logits for train faces `idx`, each shown mirrored where `mirrored`: the cached
     logits of that view, or with `flip_average` the mean of both views' (the same for either view)."""
@@ -97,6 +117,9 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     flip_average = dist_cfg.get("flip_average", False)
     if not isinstance(flip_average, bool):
         raise ValueError(f"distill.flip_average={flip_average!r}: must be true or false")
+    n_views = dist_cfg.get("augmented_views", 0)
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 0:
+        raise ValueError(f"distill.augmented_views={n_views!r}: must be a whole number, 0 or more")
     tcfg, dcfg = cfg["train"], cfg["data"]
     out = Path(tcfg["out_dir"])
     if resume:
@@ -107,6 +130,9 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         raise ValueError(f"distill.teacher {teacher_path}: teachers that need landmarks are not supported")
     tp = tmeta["preprocess"]
     own_input = (tp["img_size"], tp["channels"]) == (int(dcfg["img_size"]), int(dcfg["channels"]))
+    if n_views and not own_input:
+        raise ValueError("distill.augmented_views: the teacher must read the student's input (size and colour) to "
+                         "see the very faces the student sees")
     device = pick_device()
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg["threads"]))
@@ -151,6 +177,20 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     if norm != {"mean": tp["mean"], "std": tp["std"]}:
         log(f"note: the student's norm {norm} differs from the teacher's ({tp['mean']}, {tp['std']})")
     aug = {**(cfg.get("augment") or {}), "flip": False}  # the flip is ours, with the matching logits
+    views = view_logits = None
+    if n_views:  # consistent teaching: augmented faces made once, the teacher's logits of each view cached
+        import json
+        t0 = time.time()
+        views = augmented_views(arrays["train"], aug, seed, n_views)
+        views_key = json.dumps([key, n_views, seed, sorted(aug.items())], default=str)
+        if cache.get("views_key") != views_key:
+            cache["views"] = torch.stack([teacher_logits(teacher, tmeta, teacher_path, v, log=log) for v in views])
+            cache["views_key"] = views_key
+            tmp = cache_file.with_suffix(".tmp")
+            torch.save(cache, tmp)
+            tmp.replace(cache_file)
+            log(f"teacher logits cached for {n_views} augmented view(s) of each train face ({time.time() - t0:.0f}s)")
+        view_logits = cache["views"]
     bs = int(tcfg["batch_size"])
     steps = max(1, len(tr) // bs)
     opt = build_optimizer(cfg, model)
@@ -162,7 +202,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     best, history, start_epoch = resume_loop(out, resume, log, model, opt, sched, ema=ema)
     evaluated = model if ema is None else ema.module  # what each epoch is selected and saved as
     meta = model_meta(cfg, label_set, {"distilled_from": {"teacher": str(dist_cfg["teacher"]), **{
-        k: dist_cfg[k] for k in ("temperature", "alpha", "flip_average") if k in dist_cfg}}})
+        k: dist_cfg[k] for k in ("temperature", "alpha", "flip_average", "augmented_views") if k in dist_cfg}}})
     weights = tr.flags["weight"].astype(float) if "weight" in tr.flags and not np.all(tr.flags["weight"] == 1.0) else None
     select_on = tcfg.get("select_on")
     x_all = torch.from_numpy(arrays["train"])
@@ -182,6 +222,8 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
         else:  # per-source sampling weights, as in engine.train
             order = torch.multinomial(torch.as_tensor(weights, dtype=torch.double), len(tr), replacement=True, generator=g)
         mirror = torch.rand(len(tr), generator=g) < 0.5
+        if views is not None:  # drawn only then, so that other runs keep their random stream
+            shown = torch.randint(n_views + 1, (len(tr),), generator=g)  # 0: the face itself, v: its view v
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps):
             idx = order[step * bs:(step + 1) * bs]
@@ -189,7 +231,14 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             x = x_all[idx].float() / 255.0
             x = torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
             t_logits = teacher_targets(cache, idx, m, flip_average).to(device)
-            x = standardise(augment_batch(x.to(device), aug, g), norm)
+            x = augment_batch(x.to(device), aug, g)
+            if views is not None:  # a face shown as one of its augmented views, with that view's logits
+                pick = torch.nonzero(shown[idx] > 0).flatten()
+                if len(pick):
+                    v, i = shown[idx][pick] - 1, idx[pick]
+                    x[pick] = torch.from_numpy(views[v.numpy(), i.numpy()]).to(device).float() / 255.0
+                    t_logits[pick] = view_logits[v, i].to(device)
+            x = standardise(x, norm)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             tgt = targets_all[idx].to(device)
