@@ -91,22 +91,32 @@ def test_students_are_small_and_export(name, tmp_path):
         assert np.abs(OnnxClassifier(path)(x.numpy()) - m(x).numpy()).max() < 1e-4
 
 
+def _tiny_teacher(tmp_path, name="teacher", size=32):
+    """A random fastnet_s over three labels saved as a ferlab model: (model, meta, path)."""
+    from ferlab.models import create_model
+    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
+    meta = {"arch": "fastnet_s", "labels": ["neutral", "happiness", "surprise"], "model_kwargs": {"in_chans": 1},
+            "preprocess": {"img_size": size, "channels": 1, "mean": 0.5, "std": 0.5}}
+    save_model(tmp_path / name, teacher, meta)
+    return teacher, meta, tmp_path / f"{name}.safetensors"
+
+
+def _student_overrides(root, out, teacher, *more) -> list[str]:
+    """Overrides of a tiny distillation run on the class-folder fixture (32x32 gray fastnet_s)."""
+    return ["data.dataset=folder", f"data.root={root}", "data.labels=[neutral,happiness,surprise]",
+            "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.003",
+            "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=2", "train.batch_size=8",
+            "train.threads=1", "train.progress=false", f"train.out_dir={out}", "augment.erasing=0",
+            f"distill.teacher={teacher}", *more]
+
+
 def test_distillation_trains_on_the_teachers_logits_cached_once(class_folder_dataset, tmp_path):
     from ferlab.engine.config import load_config
     from ferlab.engine.distill import distill
     from ferlab.losses.distillation import DistillationLoss
-    from ferlab.models import create_model
-    labels = ["neutral", "happiness", "surprise"]
-    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
-    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
-            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
-    save_model(tmp_path / "teacher", teacher, meta)
-    cfg = load_config(None, [
-        "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
-        "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.003",
-        "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=2", "train.batch_size=8", "train.threads=1",
-        "train.progress=false", f"train.out_dir={tmp_path / 'run'}", "augment.erasing=0",
-        f"distill.teacher={tmp_path / 'teacher.safetensors'}", "distill.temperature=2.0", "distill.alpha=1.0"])
+    _, _, teacher = _tiny_teacher(tmp_path)
+    cfg = load_config(None, _student_overrides(class_folder_dataset, tmp_path / "run", teacher,
+                                               "distill.temperature=2.0", "distill.alpha=1.0"))
     log = []
     r = distill(cfg, log=log.append)
     assert r["best_epoch"] >= 0 and "test" in r
@@ -218,21 +228,12 @@ def test_weight_ema_is_what_a_distillation_run_selects_saves_and_resumes(class_f
     from ferlab.engine.config import load_config
     from ferlab.engine.distill import distill
     from ferlab.engine.weight_average import WeightEMA
-    from ferlab.models import create_model
-    labels = ["neutral", "happiness", "surprise"]
-    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
-    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
-            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
-    save_model(tmp_path / "teacher", teacher, meta)
+    _, _, teacher = _tiny_teacher(tmp_path)
 
     def cfg(out, *more):
-        return load_config(None, [
-            "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
-            "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.01",
-            "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=3", "train.batch_size=8",
-            "train.threads=1", "train.progress=false", f"train.out_dir={tmp_path / out}", "augment.erasing=0",
-            "train.evaluate_test=false", f"distill.teacher={tmp_path / 'teacher.safetensors'}",
-            f"distill.cache_file={tmp_path / 'logits.pt'}", *more])
+        return load_config(None, _student_overrides(
+            class_folder_dataset, tmp_path / out, teacher, "optim.lr=0.01", "schedule.epochs=3",
+            "train.evaluate_test=false", f"distill.cache_file={tmp_path / 'logits.pt'}", *more))
     distill(cfg("plain"), log=lambda *_: None)
     distill(cfg("ema", "train.ema=0.5"), log=lambda *_: None)
     plain = read_safetensors(tmp_path / "plain" / "last.safetensors")
@@ -263,18 +264,9 @@ def test_weight_ema_is_what_a_distillation_run_selects_saves_and_resumes(class_f
 def test_consistent_teaching_caches_the_teachers_logits_of_reproducible_augmented_views(class_folder_dataset, tmp_path):
     from ferlab.engine.config import load_config
     from ferlab.engine.distill import augmented_views, distill, teacher_logits
-    from ferlab.models import create_model
-    labels = ["neutral", "happiness", "surprise"]
-    teacher = create_model("fastnet_s", num_classes=3, in_chans=1).eval()
-    meta = {"arch": "fastnet_s", "labels": labels, "model_kwargs": {"in_chans": 1},
-            "preprocess": {"img_size": 32, "channels": 1, "mean": 0.5, "std": 0.5}}
-    save_model(tmp_path / "teacher", teacher, meta)
-    overrides = [
-        "data.dataset=folder", f"data.root={class_folder_dataset}", "data.labels=[neutral,happiness,surprise]",
-        "data.img_size=32", "data.channels=1", "model.name=fastnet_s", "optim.name=adam", "optim.lr=0.003",
-        "optim.weight_decay=0", "schedule.name=constant", "schedule.epochs=2", "train.batch_size=8", "train.threads=1",
-        "train.progress=false", f"train.out_dir={tmp_path / 'run'}", "augment.erasing=0", "augment.rotate=15",
-        "train.evaluate_test=false", f"distill.teacher={tmp_path / 'teacher.safetensors'}", "distill.augmented_views=2"]
+    teacher, meta, path = _tiny_teacher(tmp_path)
+    overrides = _student_overrides(class_folder_dataset, tmp_path / "run", path, "augment.rotate=15",
+                                   "train.evaluate_test=false", "distill.augmented_views=2")
     log = []
     distill(load_config(None, overrides), log=log.append)
     assert any("2 augmented view(s)" in m for m in log)
@@ -289,7 +281,7 @@ def test_consistent_teaching_caches_the_teachers_logits_of_reproducible_augmente
     cfg = load_config(None, overrides)
     _, arrays = load_split_arrays(cfg["data"], 0)
     views = augmented_views(arrays["train"], {**cfg["augment"], "flip": False}, 0, 2)
-    want = teacher_logits(teacher, meta, tmp_path / "teacher.safetensors", views[1], log=lambda *_: None)
+    want = teacher_logits(teacher, meta, path, views[1], log=lambda *_: None)
     assert torch.allclose(cache["views"][1], want, atol=1e-4)
     # a second run finds the views' logits in the cache; another view count computes them again
     log2 = []
@@ -299,7 +291,6 @@ def test_consistent_teaching_caches_the_teachers_logits_of_reproducible_augmente
     for bad in ("-1", "1.5", "true"):
         with pytest.raises(ValueError, match="augmented_views"):
             distill(load_config(None, overrides + [f"distill.augmented_views={bad}"]))
-    teacher48 = {**meta, "preprocess": {**meta["preprocess"], "img_size": 48}}
-    save_model(tmp_path / "teacher48", create_model("fastnet_s", num_classes=3, in_chans=1), teacher48)
+    _, _, teacher48 = _tiny_teacher(tmp_path, "teacher48", size=48)
     with pytest.raises(ValueError, match="student's input"):
-        distill(load_config(None, overrides + [f"distill.teacher={tmp_path / 'teacher48.safetensors'}"]))
+        distill(load_config(None, overrides + [f"distill.teacher={teacher48}"]))
