@@ -257,6 +257,7 @@ def test_a_soup_is_the_weight_mean_of_the_models_kept_greedily_on_the_selection_
     meta = wa.write_soup(paths, tmp_path / "g", data_cfg, log=lambda *_: None)
     assert [i["kept"] for i in meta["soup"]["ingredients"]] == [True, True, False]
     assert meta["soup"]["selection"] == 0.7
+    assert [t["selection"] for t in meta["soup"]["greedy_trials"]] == [0.7, 0.6]
     got = load_model(tmp_path / "g")[0].state_dict()
     for k, t in got.items():
         if t.is_floating_point():

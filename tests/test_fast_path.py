@@ -283,11 +283,24 @@ def test_consistent_teaching_caches_the_teachers_logits_of_reproducible_augmente
     views = augmented_views(arrays["train"], {**cfg["augment"], "flip": False}, 0, 2)
     want = teacher_logits(teacher, meta, path, views[1], log=lambda *_: None)
     assert torch.allclose(cache["views"][1], want, atol=1e-4)
+    # a batch: faces shown as view v take that view's pixels and logits, the others stay as they were
+    from ferlab.engine.distill import show_views
+    idx, shown = torch.tensor([3, 0, 7]), torch.tensor([0, 2, 1])
+    x, t = torch.rand(3, 1, 32, 32), torch.randn(3, 3)
+    x0, t0 = x.clone(), t.clone()
+    show_views(x, t, idx, shown, views, cache["views"])
+    assert torch.equal(x[0], x0[0]) and torch.equal(t[0], t0[0])
+    assert torch.equal(x[1], torch.from_numpy(views[1, 0]).float() / 255) and torch.equal(t[1], cache["views"][1, 0])
+    assert torch.equal(x[2], torch.from_numpy(views[0, 7]).float() / 255) and torch.equal(t[2], cache["views"][0, 7])
     # a second run finds the views' logits in the cache; another view count computes them again
     log2 = []
     distill(load_config(None, overrides + [f"train.out_dir={tmp_path / 'run2'}",
                                            f"distill.cache_file={tmp_path / 'run' / 'teacher_logits.pt'}"]), log=log2.append)
     assert not any("augmented view" in m for m in log2)
+    log3 = []
+    distill(load_config(None, overrides + [f"train.out_dir={tmp_path / 'run3'}", "distill.augmented_views=1",
+                                           f"distill.cache_file={tmp_path / 'run' / 'teacher_logits.pt'}"]), log=log3.append)
+    assert any("1 augmented view(s)" in m for m in log3)
     for bad in ("-1", "1.5", "true"):
         with pytest.raises(ValueError, match="augmented_views"):
             distill(load_config(None, overrides + [f"distill.augmented_views={bad}"]))

@@ -63,8 +63,16 @@ def test_weight_ema_is_saved_and_resumes_exactly(class_folder_dataset, tmp_path)
     wb = load_file(str(tmp_path / "b" / "last.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="train.ema"):
-        train(tiny_cfg(class_folder_dataset, tmp_path / "c", "train.ema=2"), log=lambda m: None)
+    # a run and its resume must agree on the average: the saved weights of an averaged run are the average
+    train(tiny_cfg(class_folder_dataset, tmp_path / "d", *ema, "train.stop_after_epochs=1"), log=lambda m: None)
+    with pytest.raises(ValueError, match="trained with it"):
+        train(tiny_cfg(class_folder_dataset, tmp_path / "d", *ema[1:]), resume=True, log=lambda m: None)
+    train(tiny_cfg(class_folder_dataset, tmp_path / "e", *ema[1:], "train.stop_after_epochs=1"), log=lambda m: None)
+    with pytest.raises(ValueError, match="trained without it"):
+        train(tiny_cfg(class_folder_dataset, tmp_path / "e", *ema), resume=True, log=lambda m: None)
+    for bad in ("2", "0", "fast"):  # refused before any data is read
+        with pytest.raises(ValueError, match="train.ema"):
+            train(tiny_cfg(class_folder_dataset, tmp_path / "c", f"train.ema={bad}"), log=lambda m: None)
 
 
 def test_balanced_sampling_and_probability_mode(class_folder_dataset, tmp_path):

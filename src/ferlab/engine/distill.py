@@ -32,6 +32,7 @@ K views, with equal chances. The teacher must read the student's input.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ from .train import (
     pick_device,
     resume_loop,
     selection_metrics,
+    stopped_as_asked,
 )
 from .weight_average import weight_ema
 
@@ -95,6 +97,17 @@ def augmented_views(images_u8: np.ndarray, aug: dict, seed: int, k: int, chunk: 
     return out
 
 
+def show_views(x: torch.Tensor, t_logits: torch.Tensor, idx: torch.Tensor, shown: torch.Tensor, views: np.ndarray,
+               view_logits: torch.Tensor) -> None:
+    """In place, for a batch of train faces `idx` (inputs `x` in [0, 1], teacher logits `t_logits`):
+    each face whose `shown` is v > 0 becomes its augmented view v, with that view's cached logits."""
+    pick = torch.nonzero(shown > 0).flatten()
+    if len(pick):
+        v, i = shown[pick] - 1, idx[pick]
+        x[pick] = torch.from_numpy(views[v.numpy(), i.numpy()]).to(x.device).float() / 255.0
+        t_logits[pick] = view_logits[v, i].to(t_logits.device)
+
+
 def teacher_targets(cache: dict, idx: torch.Tensor, mirrored: torch.Tensor, flip_average: bool) -> torch.Tensor:
     """The teacher's logits for train faces `idx`, each shown mirrored where `mirrored`: the cached
     logits of that view, or with `flip_average` the mean of both views' (the same for either view)."""
@@ -117,9 +130,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     flip_average = dist_cfg.get("flip_average", False)
     if not isinstance(flip_average, bool):
         raise ValueError(f"distill.flip_average={flip_average!r}: must be true or false")
-    n_views = dist_cfg.get("augmented_views", 0)
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 0:
-        raise ValueError(f"distill.augmented_views={n_views!r}: must be a whole number, 0 or more")
+    n_views = dist_cfg.get("augmented_views", 0)  # checked by check_values
     tcfg, dcfg = cfg["train"], cfg["data"]
     out = Path(tcfg["out_dir"])
     if resume:
@@ -179,7 +190,6 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     aug = {**(cfg.get("augment") or {}), "flip": False}  # the flip is ours, with the matching logits
     views = view_logits = None
     if n_views:  # consistent teaching: augmented faces made once, the teacher's logits of each view cached
-        import json
         t0 = time.time()
         views = augmented_views(arrays["train"], aug, seed, n_views)
         views_key = json.dumps([key, n_views, seed, sorted(aug.items())], default=str)
@@ -210,9 +220,7 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
     stop_after = tcfg.get("stop_after_epochs")  # for tests and time-boxed runs: stop as if interrupted
     for epoch in range(start_epoch, epochs):
         if stop_after is not None and epoch - start_epoch >= int(stop_after):
-            log(f"stopping after {stop_after} epochs as asked; continue with --resume")
-            return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
-                    "history": history, "interrupted": True}
+            return stopped_as_asked(out, best, history, stop_after, log)
         t0 = time.time()
         model.train()
         torch.manual_seed(seed * 100003 + epoch + 7)
@@ -232,12 +240,8 @@ def distill(cfg: dict, resume: bool = False, log=print) -> dict:
             x = torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
             t_logits = teacher_targets(cache, idx, m, flip_average).to(device)
             x = augment_batch(x.to(device), aug, g)
-            if views is not None:  # a face shown as one of its augmented views, with that view's logits
-                pick = torch.nonzero(shown[idx] > 0).flatten()
-                if len(pick):
-                    v, i = shown[idx][pick] - 1, idx[pick]
-                    x[pick] = torch.from_numpy(views[v.numpy(), i.numpy()]).to(device).float() / 255.0
-                    t_logits[pick] = view_logits[v, i].to(device)
+            if views is not None:
+                show_views(x, t_logits, idx, shown[idx], views, view_logits)
             x = standardise(x, norm)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -36,7 +36,7 @@ from .evaluate import evaluate_checkpoint_on_split, predict_probs
 from .inputs import model_input_images, model_input_landmarks
 from .metrics import classification_metrics
 from .sam import build_sam
-from .weight_average import weight_ema
+from .weight_average import restore_weights, weight_ema
 
 
 def _dist_info():
@@ -208,10 +208,7 @@ def resume_loop(out: Path, resume: bool, log, model, opt, sched, after_weights=N
     resumed = resume_state(out, resume, log)
     if resumed:
         st, weights, history = resumed
-        if ema is None:
-            model.load_state_dict(weights)
-        else:
-            ema.restore(weights, st)
+        restore_weights(model, ema, weights, st)
         if after_weights is not None:
             after_weights()
         opt.load_state_dict(st["optimizer"])
@@ -232,6 +229,13 @@ def finish_run(out: Path, best: dict, history: list, splits: dict, arrays: dict,
                                                       device=device, landmarks=landmarks)
         log(f"test (best-on-valid epoch {best['epoch'] + 1}): accuracy {result['test']['accuracy']:.4f}")
     return result
+
+
+def stopped_as_asked(out: Path, best: dict, history: list, stop_after, log) -> dict:
+    """The result of a run stopped by train.stop_after_epochs, as if interrupted (--resume continues it)."""
+    log(f"stopping after {stop_after} epochs as asked; continue with --resume")
+    return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
+            "history": history, "interrupted": True}
 
 
 def check_resumable(out: Path) -> None:
@@ -437,10 +441,7 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     ema = weight_ema(model, tcfg)
     evaluated = model if ema is None else ema.module  # what each epoch is selected and saved as
     if st is not None:
-        if ema is None:
-            model.load_state_dict(resumed[1])
-        else:
-            ema.restore(resumed[1], st)
+        restore_weights(model, ema, resumed[1], st)
         if phase_of(start_epoch) == phase_of(start_epoch - 1):  # else a fresh optimiser for the new phase
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
@@ -455,12 +456,9 @@ def train(cfg: dict, resume: bool = False, log=print) -> dict:
     stop_after = tcfg.get("stop_after_epochs")  # for tests and time-boxed runs: stop as if interrupted
     for epoch in range(start_epoch, epochs):
         if stop_after is not None and epoch - start_epoch >= int(stop_after):
-            if rank == 0:
-                log(f"stopping after {stop_after} epochs as asked; continue with --resume")
             if ddp:
                 dist.destroy_process_group()
-            return {"out_dir": str(out), "best_epoch": best["epoch"], "best_valid_accuracy": best["valid_accuracy"],
-                    "history": history, "interrupted": True}
+            return stopped_as_asked(out, best, history, stop_after, log if rank == 0 else lambda *_: None)
         if freeze_epochs and epoch == freeze_epochs and epoch != start_epoch:  # stage two: unfreeze
             opt, sam, sched = build_phase(epoch)
             if ddp:

@@ -22,14 +22,20 @@ from ..data.colour import same_normalisation
 from .checkpoint import grey_weights_for_colour, load_model, save_model
 
 
+def check_same_weights(a: dict, b: dict, what: str) -> None:
+    """Two state dicts of one architecture (the same keys and shapes), else one clear error."""
+    if set(a) != set(b):
+        raise ValueError(f"the models have different weights: {what} needs one architecture")
+    for k, t in b.items():
+        if a[k].shape != t.shape:
+            raise ValueError(f"{k}: shapes {tuple(a[k].shape)} and {tuple(t.shape)} differ")
+
+
 def interpolate_state(base: dict, tuned: dict, alpha: float) -> dict:
-    if set(base) != set(tuned):
-        raise ValueError("the two models have different weights: interpolation needs one architecture")
+    check_same_weights(base, tuned, "interpolation")
     out = {}
     for k, t in tuned.items():
         b = base[k]
-        if b.shape != t.shape:
-            raise ValueError(f"{k}: shapes {tuple(b.shape)} and {tuple(t.shape)} differ")
         out[k] = torch.lerp(b.float(), t.float(), float(alpha)).to(t.dtype) if t.is_floating_point() else t.clone()
     return out
 
@@ -71,11 +77,7 @@ def average_states(states: list[dict]) -> dict:
     running statistics too); integer counters from the first."""
     first = states[0]
     for st in states[1:]:
-        if set(st) != set(first):
-            raise ValueError("the models have different weights: a soup needs one architecture")
-        for k, t in st.items():
-            if t.shape != first[k].shape:
-                raise ValueError(f"{k}: shapes {tuple(first[k].shape)} and {tuple(t.shape)} differ")
+        check_same_weights(first, st, "a soup")
     return {k: torch.stack([st[k].float() for st in states]).mean(0).to(t.dtype) if t.is_floating_point() else t.clone()
             for k, t in first.items()}
 
@@ -112,11 +114,13 @@ def soup_models(paths, data_cfg: dict | None = None, greedy: bool = True, log=pr
     alone = [score(st) for st in states]
     for p, sc in zip(paths, alone):
         log(f"  {str(p):60s} alone: selection {sc:.4f}")
+    trials = []  # the greedy soup's tries: (models in it, score)
     if greedy:
         order = sorted(range(len(states)), key=lambda i: -alone[i])
         kept, best = [order[0]], alone[order[0]]
         for i in order[1:]:
             trial = score(average_states([states[j] for j in kept + [i]]))
+            trials.append({"with": [str(paths[j]) for j in kept + [i]], "selection": float(trial)})
             log(f"  + {paths[i]}: {trial:.4f} ({'kept' if trial >= best else 'left out'})")
             if trial >= best:
                 kept, best = kept + [i], trial
@@ -128,7 +132,8 @@ def soup_models(paths, data_cfg: dict | None = None, greedy: bool = True, log=pr
                                                         "valid", "summary")}
     meta["soup"] = {"greedy": bool(greedy), "selection": float(best), "n_valid_faces": int(len(valid)),
                     "ingredients": [{"path": str(p), "selection": float(sc), "kept": i in kept}
-                                    for i, (p, sc) in enumerate(zip(paths, alone))]}
+                                    for i, (p, sc) in enumerate(zip(paths, alone))],
+                    **({"greedy_trials": trials} if greedy else {})}
     log(f"  soup of {len(kept)} of {len(paths)}: selection {best:.4f}")
     return model, meta
 
@@ -148,13 +153,9 @@ class WeightEMA:
 
     def __init__(self, model: torch.nn.Module, decay):
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        try:
-            decay = float(decay)
-        except (TypeError, ValueError):
-            decay = -1.0
-        if not 0.0 < decay < 1.0:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema must be a decay between 0 and 1 (e.g. 0.998), not {decay!r}")
-        self.decay, self.model = decay, model
+        self.decay, self.model = float(decay), model
         self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
     @property
@@ -181,3 +182,15 @@ class WeightEMA:
 def weight_ema(model: torch.nn.Module, tcfg: dict) -> WeightEMA | None:
     """The run's WeightEMA when its config sets train.ema, else None."""
     return None if tcfg.get("ema") is None else WeightEMA(model, tcfg["ema"])
+
+
+def restore_weights(model: torch.nn.Module, ema: WeightEMA | None, saved: dict, st: dict) -> None:
+    """A resumed run's weights: the saved ones, or with a WeightEMA the saved average and the trained
+    weights from the state. A run and its resume must agree on train.ema (the saved weights of a run
+    with it are its average, not what it was training)."""
+    if ema is not None:
+        ema.restore(saved, st)
+    elif "ema_trained_weights" in st:
+        raise ValueError("train.ema: the run being resumed was trained with it; resume with the same setting")
+    else:
+        model.load_state_dict(saved)
