@@ -33,8 +33,11 @@ def main():
               "machine": machine_info(), "soups": {}}
     for name, (paths, greedy) in SOUPS.items():
         meta = write_soup([ROOT / f"{p}.safetensors" for p in paths], ROOT / "runs" / "soup" / name, greedy=greedy)
-        record["soups"][name] = {**meta["soup"], "ingredients": [
-            {**i, "path": str(Path(i["path"]).relative_to(ROOT))} for i in meta["soup"]["ingredients"]]}
+        rel = lambda p: str(Path(p).relative_to(ROOT))  # noqa: E731 - the record names no path of this machine
+        record["soups"][name] = {**meta["soup"],
+                                 "ingredients": [{**i, "path": rel(i["path"])} for i in meta["soup"]["ingredients"]],
+                                 **({"greedy_trials": [{**t, "with": [rel(p) for p in t["with"]]}
+                                                       for t in meta["soup"]["greedy_trials"]]} if greedy else {})}
     out = ROOT / "benchmarks" / "results" / "soup_fast.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
