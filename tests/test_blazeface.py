@@ -309,6 +309,22 @@ def _passes_and_faces(detector, rgb, **kw):
         detector._net = run
 
 
+def _levels_and_faces(detector, rgb, **kw):
+    """(finer levels run, faces) of one detector call."""
+    runs = []
+    run = detector._run_level
+
+    def counted(*a, **k):
+        runs.append(1)
+        return run(*a, **k)
+    detector._run_level = counted
+    try:
+        faces = detector(rgb, **kw)
+        return len(runs), faces
+    finally:
+        detector._run_level = run
+
+
 def _same_faces(a, b, iou=0.8):
     def overlap(p, q):
         ix = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
@@ -344,17 +360,59 @@ TW = Path(__file__).resolve().parents[2] / "shared" / "data" / "twperformers"
 @pytest.mark.skipif(not (TW / "index.csv").is_file(), reason=f"twperformers not found at {TW}; CI has it")
 def test_the_skipping_schedule_finds_the_exhaustive_faces_on_real_photos(detector):
     """80 twperformers portraits (every 15th photo): the same faces, boxes within IoU 0.8, as with
-    every view, and fewer passes in all."""
+    every view and every level, and fewer passes in all: the padded views skipped beside the large
+    face, and the finer level on most of them too (nothing else in the whole-frame view)."""
     import csv
     rows = list(csv.DictReader(open(TW / "index.csv")))[::15]
-    saved = 0
+    saved = levels_skipped = 0
     for r in rows:
         rgb = cv2.cvtColor(cv2.imread(str(TW / r["path"])), cv2.COLOR_BGR2RGB)
         n_skip, fast = _passes_and_faces(detector, rgb)
-        n_full, full = _passes_and_faces(detector, rgb, skip_padded=False)
+        n_full, full = _passes_and_faces(detector, rgb, skip_padded=False, skip_levels=False)
+        n_levels, with_level = _passes_and_faces(detector, rgb, skip_levels=False)
         assert _same_faces(fast, full) and _same_faces(full, fast), r["path"]
+        assert _same_faces(with_level, full) and n_levels == n_skip + (n_levels > n_skip)
         saved += n_full - n_skip
-    assert saved >= 2 * len(rows)
+        levels_skipped += n_levels > n_skip
+    assert saved >= 3 * len(rows) + len(rows) // 2 and levels_skipped >= len(rows) // 2
+
+
+def test_the_whole_frame_view_decides_the_level_only_where_it_sees_the_levels_faces(detector):
+    """A level is left to the whole-frame view's say only where that view sees the level's smallest
+    face at PROPOSAL_SIDE network pixels (a 256 px photo at min_face 40: 20 px; a 640x480 frame: no)."""
+    (scale,), = [[s for s, _ in detector.levels(256, 256)]]
+    assert detector.proposes(256, 256, scale)
+    assert not any(detector.proposes(480, 640, s) for s, _ in detector.levels(480, 640))
+    big = bf.BlazeFaceDetector("short", min_face=100)
+    assert [big.proposes(480, 640, s) for s, _ in big.levels(480, 640)] == [True]
+    weak = np.array([[10, 10, 30, 30], [100, 100, 120, 120], [90, 150, 140, 200]], np.float32)
+    found = np.array([[80, 80, 200, 200]], np.float32)
+    assert detector.outside_faces(weak, found) == 1 and detector.outside_faces(weak, found[:0]) == 3
+
+
+def test_a_small_face_beside_a_portrait_still_gets_its_level(astronaut, detector):
+    """A 256 px frame filled by a face (the astronaut's, 140 px, larger than the level's faces): the
+    whole-frame view finds it and nothing else, so the finer level is skipped (one pass). With a
+    second, 40 px face in a corner (the level's sizes), whether the whole-frame view sees it without
+    confidence or finds it confidently, the level runs and both faces are those of every level run."""
+    d = detector(astronaut)[0]
+    x0, y0, x1, y1 = (int(v) for v in d.box)
+    alone = np.full((256, 256, 3), 90, np.uint8)
+    alone[58:198, 58:198] = cv2.resize(astronaut[y0:y1, x0:x1], (140, 140), interpolation=cv2.INTER_AREA)
+    n_alone, faces_alone = _passes_and_faces(detector, alone)
+    assert n_alone == 1 and len(faces_alone) == 1 and _levels_and_faces(detector, alone)[0] == 0
+    m = (x1 - x0) // 3
+    head = cv2.resize(astronaut[y0 - m:y1 + m, x0 - m:x1 + m], (66, 66), interpolation=cv2.INTER_AREA)  # a 40 px face
+    for (x, y), sure in (((0, 190), False), ((4, 4), True)):
+        frame = alone.copy()
+        frame[y:y + 66, x:x + 66] = head
+        boxes, _, scores = detector._run(frame)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        there = scores[np.all((centres >= (x, y)) & (centres <= (x + 66, y + 66)), 1)]
+        assert (there.max(initial=0) >= detector.confident) == sure, there  # the placement is as meant
+        levels, every = _levels_and_faces(detector, frame, skip_levels=False)
+        ran, faces = _levels_and_faces(detector, frame)
+        assert levels == 1 and ran == 1 and len(faces) == 2 and _same_faces(faces, every)
 
 
 def test_quieting_native_stderr_from_many_threads_gives_the_process_its_stderr_back():
@@ -412,7 +470,7 @@ def test_the_scaled_schedule_finds_the_tile_schedules_faces(astronaut, detector)
         for name, det in (("scaled", detector), ("tiles", tiles)):
             seen = []
             net = det._net
-            det._net = lambda canvas, net=net: (seen.append(canvas.shape[0] * canvas.shape[1]), net(canvas))[1]
+            det._net = lambda canvas, *a, net=net: (seen.append(canvas.shape[0] * canvas.shape[1]), net(canvas, *a))[1]
             try:
                 pixels[name] = (det(frame), sum(seen))
             finally:

@@ -309,9 +309,10 @@ class BlazeFaceDetector:
         self._nets[(h, w)] = net  # most recently used last
         return net
 
-    def _net(self, canvas: np.ndarray):
+    def _net(self, canvas: np.ndarray, min_score: float | None = None):
         """One network pass over an RGB uint8 canvas (the network's own square input, or any sides
-        that are multiples of NET_MULTIPLE) -> boxes, keypoints in the canvas's pixels, scores."""
+        that are multiples of NET_MULTIPLE) -> boxes, keypoints in the canvas's pixels, scores (those
+        of at least `min_score`, by default the detector's)."""
         h, w = canvas.shape[:2]
         it, inp, score_out, box_out, anchors = self._interpreter(h, w)
         # the input scaled to [-1, 1] straight into the interpreter's own buffer, no float copy handed
@@ -322,13 +323,14 @@ class BlazeFaceDetector:
         del x
         it.invoke()
         boxes, kps, scores = decode(it.get_tensor(box_out)[0], it.get_tensor(score_out)[0], anchors, (h, w),
-                                    self.min_score)
+                                    self.min_score if min_score is None else min_score)
         size = np.array([w, h], np.float32)
         return boxes * np.tile(size, 2), kps * size, scores
 
-    def _run(self, rgb: np.ndarray, pad: float = 0.0):
+    def _run(self, rgb: np.ndarray, pad: float = 0.0, min_score: float | None = None):
         """One network pass over a whole image, letterboxed (with a replicated border of `pad`
-        image sides around it) -> boxes, keypoints in the image's pixels, scores."""
+        image sides around it) -> boxes, keypoints in the image's pixels, scores (of at least
+        `min_score`, by default the detector's)."""
         h, w = rgb.shape[:2]
         s = self.input_size
         m = int(round(pad * max(h, w)))
@@ -338,7 +340,7 @@ class BlazeFaceDetector:
         px, py = (s - nw) // 2, (s - nh) // 2
         canvas = cv2.copyMakeBorder(small, py, s - nh - py, px, s - nw - px,
                                     cv2.BORDER_REPLICATE if pad else cv2.BORDER_CONSTANT, value=0)
-        boxes, kps, scores = self._net(canvas)
+        boxes, kps, scores = self._net(canvas) if min_score is None else self._net(canvas, min_score)
         boxes = (boxes - np.array([px, py, px, py], np.float32)) / scale
         kps = (kps - np.array([px, py], np.float32)) / scale
         return boxes, kps, scores
@@ -429,8 +431,38 @@ class BlazeFaceDetector:
     # LARGE_FACE of the side, no face needing a padded view fits beside it (0.45 + 0.7 > 1): the padded
     # views are skipped (`skip_padded=False` runs every view)
     LARGE_FACE, LARGE_FACE_SCORE = 0.45, 0.7
+    # A finer level whose smallest face the plain whole-frame view still sees at PROPOSAL_SIDE network
+    # pixels or more (a 256 px photo's one level at min_face 40: 20 px) runs only where that view saw
+    # something: a candidate scoring PROPOSAL_SCORE or more outside the faces it found with confidence
+    # (`confident`), or a face it found of the level's sizes (whose box the level's would refine).
+    # Faces of the
+    # level's sizes that the level finds score that much in the whole-frame view (every one of 40-64 px
+    # on 256 px frames) and most portraits show nothing else, so their level pass is skipped
+    # (`python benchmarks/level_proposals_probe.py`; `skip_levels=False` runs every level)
+    PROPOSAL_SIDE, PROPOSAL_SCORE = 20.0, 0.05
+    # a found face up to this share of the level's largest face counts as of the level's sizes (the
+    # level's box of it, a little smaller, can pass the level's size limit and blend in): at 1.0 the
+    # boxes of 16 ExpW and 3 SFEW photos moved by 1-3 px against every level run, at 1.15 of 1 and 1
+    LEVEL_SIZED = 1.15
 
-    def __call__(self, rgb: np.ndarray, skip_padded: bool = True) -> list[Detection]:
+    def proposes(self, h: int, w: int, scale: float) -> bool:
+        """Whether the plain whole-frame view decides if the level of `scale` runs (PROPOSAL_SIDE)."""
+        smallest = self.input_size / scale * self.MIN_FACE_FRACTION  # the level's smallest face, frame pixels
+        return smallest * self.input_size / max(h, w) >= self.PROPOSAL_SIDE
+
+    @staticmethod
+    def outside_faces(weak: np.ndarray, found: np.ndarray) -> int:
+        """How many `weak` boxes lie outside every `found` box: their centre not inside one, and not
+        mostly (over the smaller area) within one."""
+        if not len(weak) or not len(found):
+            return len(weak)
+        c = (weak[:, :2] + weak[:, 2:]) / 2
+        inside = ((c[:, None, 0] >= found[None, :, 0]) & (c[:, None, 0] <= found[None, :, 2])
+                  & (c[:, None, 1] >= found[None, :, 1]) & (c[:, None, 1] <= found[None, :, 3])).any(1)
+        nested = (iou_matrix(weak, found, over_smaller=True) > 0.5).any(1)
+        return int(np.sum(~inside & ~nested))
+
+    def __call__(self, rgb: np.ndarray, skip_padded: bool = True, skip_levels: bool = True) -> list[Detection]:
         rgb = np.ascontiguousarray(rgb[..., :3]) if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, 2)
         h, w = rgb.shape[:2]
         all_b, all_k, all_s, all_whole = [], [], [], []
@@ -453,13 +485,25 @@ class BlazeFaceDetector:
             windows = [(0, 0, max(h, w), pad, np.inf) for pad in self.WHOLE_FRAME_PADS]
             levels = self.levels(h, w)
         multi = len(windows) > len(self.WHOLE_FRAME_PADS) or bool(levels)
-        skip = False
+        proposing = [skip_levels and self.proposes(h, w, scale) for scale, _ in levels]
+        skip, proposals = False, 0
         for x0, y0, side, pad, largest in windows:
             whole = side >= max(h, w)
             if whole and pad > 0 and skip:
                 continue
             sub = rgb if whole else rgb[y0:y0 + side, x0:x0 + side]
-            b, k, s = self._run(sub, pad)
+            if whole and pad == 0 and any(proposing):
+                b, k, s = self._run(sub, pad, min_score=min(self.min_score, self.PROPOSAL_SCORE))
+                # a face found less surely, or of the level's sizes (its boxes blend with the level's),
+                # may gain from the level: it proposes too
+                sides = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+                level_sized = sides <= self.LEVEL_SIZED * max(lg for (_, lg), p in zip(levels, proposing) if p)
+                sure = s >= self.confident
+                proposals = self.outside_faces(b[~sure], b[sure]) + int(np.sum(sure & level_sized))
+                found = s >= self.min_score
+                b, k, s = b[found], k[found], s[found]
+            else:
+                b, k, s = self._run(sub, pad)
             if not whole and len(s):  # a face cut by a tile edge is left to another window
                 cut = (b[:, 0] > 1) & (b[:, 1] > 1) & (b[:, 2] < side - 1) & (b[:, 3] < side - 1)
                 b, k, s = b[cut], k[cut], s[cut]
@@ -469,7 +513,9 @@ class BlazeFaceDetector:
                 skip = bool(np.any(ok))
             off = np.array([x0, y0], np.float32)
             keep(b + np.tile(off, 2), k + off, s, largest, whole)
-        for scale, largest in levels:
+        for (scale, largest), proposed in zip(levels, proposing):
+            if proposed and not proposals:
+                continue
             keep(*self._run_level(rgb, scale, largest), largest, False)
         return self.merge(rgb, np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s), tiled=multi,
                           whole=np.concatenate(all_whole))
