@@ -294,35 +294,29 @@ def test_the_networks_ship_inside_ferlab_and_a_missing_one_is_never_silent(tmp_p
     assert det.name == "dlib-hog" and any("dlib's HOG detector instead" in str(w.message) for w in caught)
 
 
-def _passes_and_faces(detector, rgb, **kw):
+def _calls_and_faces(detector, rgb, method="_net", **kw):
+    """(calls of the detector's `method`, faces) of one detector call: network passes by default."""
     calls = []
-    run = detector._net
+    run = getattr(detector, method)
 
     def counted(*a, **k):
         calls.append(1)
         return run(*a, **k)
-    detector._net = counted
+    setattr(detector, method, counted)
     try:
         faces = detector(rgb, **kw)
         return len(calls), faces
     finally:
-        detector._net = run
+        setattr(detector, method, run)
+
+
+def _passes_and_faces(detector, rgb, **kw):
+    return _calls_and_faces(detector, rgb, **kw)
 
 
 def _levels_and_faces(detector, rgb, **kw):
     """(finer levels run, faces) of one detector call."""
-    runs = []
-    run = detector._run_level
-
-    def counted(*a, **k):
-        runs.append(1)
-        return run(*a, **k)
-    detector._run_level = counted
-    try:
-        faces = detector(rgb, **kw)
-        return len(runs), faces
-    finally:
-        detector._run_level = run
+    return _calls_and_faces(detector, rgb, "_run_level", **kw)
 
 
 def _same_faces(a, b, iou=0.8):
