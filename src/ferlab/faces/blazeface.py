@@ -340,7 +340,7 @@ class BlazeFaceDetector:
         px, py = (s - nw) // 2, (s - nh) // 2
         canvas = cv2.copyMakeBorder(small, py, s - nh - py, px, s - nw - px,
                                     cv2.BORDER_REPLICATE if pad else cv2.BORDER_CONSTANT, value=0)
-        boxes, kps, scores = self._net(canvas) if min_score is None else self._net(canvas, min_score)
+        boxes, kps, scores = self._net(canvas, min_score)
         boxes = (boxes - np.array([px, py, px, py], np.float32)) / scale
         kps = (kps - np.array([px, py], np.float32)) / scale
         return boxes, kps, scores
@@ -435,9 +435,8 @@ class BlazeFaceDetector:
     # pixels or more (a 256 px photo's one level at min_face 40: 20 px) runs only where that view saw
     # something: a candidate scoring PROPOSAL_SCORE or more outside the faces it found with confidence
     # (`confident`), or a face it found of the level's sizes (whose box the level's would refine).
-    # Faces of the
-    # level's sizes that the level finds score that much in the whole-frame view (every one of 40-64 px
-    # on 256 px frames) and most portraits show nothing else, so their level pass is skipped
+    # Faces of the level's sizes that the level finds score that much in the whole-frame view (every
+    # one of 40-64 px on 256 px frames) and most portraits show nothing else, so their level pass is skipped
     # (`python benchmarks/level_proposals_probe.py`; `skip_levels=False` runs every level)
     PROPOSAL_SIDE, PROPOSAL_SCORE = 20.0, 0.05
     # a found face up to this share of the level's largest face counts as of the level's sizes (the
